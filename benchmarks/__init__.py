@@ -1,0 +1,1 @@
+"""Benchmarks: flowpipe side by side with the alternatives (python -m benchmarks)."""

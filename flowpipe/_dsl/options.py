@@ -1,0 +1,166 @@
+"""Stage options: one frozen record, validated when the stage is made."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from .._errors import StageOptionError
+
+DEFAULT_BATCH = 32
+DEFAULT_BUFFER = 64
+BACKENDS = ("thread", "process", "ray")
+OVERFLOWS = ("block", "drop_oldest", "drop_newest")
+
+Overflow = Literal["block", "drop_oldest", "drop_newest"]
+BackendName = Literal["thread", "process", "ray"]
+ErrorHandler = Callable[[Any, BaseException], object]
+OnError = Literal["raise", "skip"] | ErrorHandler
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOptions:
+    """The options of one stage, after validation (``batch`` is ``None`` or a size)."""
+
+    name: str
+    workers: int = 1
+    ordered: bool = True
+    batch: int | None = None
+    batch_timeout: float | None = None
+    window: int | None = None
+    stride: int = 1
+    buffer: int = DEFAULT_BUFFER
+    overflow: Overflow = "block"
+    backend: BackendName | None = None
+    retries: int = 0
+    on_error: OnError = "raise"
+    resources: Mapping[str, float] | None = None
+
+    def replace(self, **changes: Any) -> StageOptions:
+        merged = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        merged.update(changes)
+        return make_options(**merged)
+
+    def describe(self) -> str:
+        """The non-default options, as shown by ``print(pipe)``: ``x4,batch=32``."""
+        parts: list[str] = []
+        if self.workers != 1:
+            parts.append(f"x{self.workers}")
+        for f in dataclasses.fields(self):
+            if f.name in ("name", "workers"):
+                continue
+            value = getattr(self, f.name)
+            if value != f.default:
+                shown = getattr(value, "__name__", None) if callable(value) else None
+                parts.append(f"{f.name}={shown or repr(value)}")
+        return ",".join(parts)
+
+
+OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StageOptions))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(name: str, option: str, value: object) -> int:
+    if not _is_int(value) or value < 1:  # type: ignore[operator]
+        raise StageOptionError(name, option, f"{value!r}: expected an int >= 1")
+    return value  # type: ignore[return-value]
+
+
+def _seconds(name: str, option: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StageOptionError(name, option, f"{value!r}: expected seconds (a number) or None")
+    if not math.isfinite(value) or value <= 0:
+        raise StageOptionError(name, option, f"{value!r}: expected a positive number of seconds")
+    return float(value)
+
+
+def _batch(name: str, value: object) -> int | None:
+    if value is False or value is None:
+        return None
+    if value is True:
+        return DEFAULT_BATCH
+    return _positive_int(name, "batch", value)
+
+
+def _choice(name: str, option: str, value: object, choices: tuple[str, ...]) -> Any:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise StageOptionError(name, option, f"{value!r}: expected one of {allowed}")
+    return value
+
+
+def _on_error(name: str, value: object) -> OnError:
+    if value in ("raise", "skip") or (callable(value) and not isinstance(value, str)):
+        return value
+    raise StageOptionError(
+        name, "on_error", f"{value!r}: expected 'raise', 'skip' or a callable (item, exc)"
+    )
+
+
+def _resources(name: str, value: object) -> Mapping[str, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise StageOptionError(
+            name, "resources", f"{value!r}: expected a dict of resource name -> amount >= 0"
+        )
+    return dict(value)
+
+
+def make_options(*, name: object, **given: Any) -> StageOptions:
+    """Validate raw ``@stage`` keyword options; raise ``StageOptionError`` naming the bad one."""
+    if not isinstance(name, str) or not name:
+        raise StageOptionError(str(name), "name", f"{name!r}: expected a non-empty string")
+    unknown = sorted(set(given) - OPTION_NAMES)
+    if unknown:
+        known = ", ".join(sorted(OPTION_NAMES - {"name"}))
+        raise StageOptionError(name, unknown[0], f"...: unknown option (known: {known})")
+    d = StageOptions(name=name)
+    workers = _positive_int(name, "workers", given.get("workers", d.workers))
+    ordered = given.get("ordered", d.ordered)
+    if not isinstance(ordered, bool):
+        raise StageOptionError(name, "ordered", f"{ordered!r}: expected True or False")
+    batch = _batch(name, given.get("batch", d.batch))
+    batch_timeout = _seconds(name, "batch_timeout", given.get("batch_timeout"))
+    if batch_timeout is not None and batch is None:
+        raise StageOptionError(name, "batch_timeout", f"{batch_timeout!r}: needs batch= as well")
+    window_raw = given.get("window")
+    window = None if window_raw is None else _positive_int(name, "window", window_raw)
+    stride = _positive_int(name, "stride", given.get("stride", d.stride))
+    if window is not None and batch is not None:
+        raise StageOptionError(name, "window", f"{window!r}: cannot be combined with batch=")
+    if window is None and stride != 1:
+        raise StageOptionError(name, "stride", f"{stride!r}: needs window= as well")
+    return StageOptions(
+        name=name,
+        workers=workers,
+        ordered=ordered,
+        batch=batch,
+        batch_timeout=batch_timeout,
+        window=window,
+        stride=stride,
+        buffer=_positive_int(name, "buffer", given.get("buffer", d.buffer)),
+        overflow=_choice(name, "overflow", given.get("overflow", d.overflow), OVERFLOWS),
+        backend=None
+        if given.get("backend") is None
+        else _choice(name, "backend", given["backend"], BACKENDS),
+        retries=_retries(name, given.get("retries", d.retries)),
+        on_error=_on_error(name, given.get("on_error", d.on_error)),
+        resources=_resources(name, given.get("resources")),
+    )
+
+
+def _retries(name: str, value: object) -> int:
+    if not _is_int(value) or value < 0:  # type: ignore[operator]
+        raise StageOptionError(name, "retries", f"{value!r}: expected an int >= 0")
+    return value  # type: ignore[return-value]

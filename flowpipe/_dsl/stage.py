@@ -1,0 +1,278 @@
+"""``@stage`` and the ``Stage`` value.
+
+A ``Stage`` wraps a plain callable (function, generator function, ``async def``)
+or a class whose instances are built once per worker, plus validated options.
+It is an immutable value: it never runs anything until a pipeline runs, except
+when called directly (``detect(frame)``), which runs the plain function.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+from .._errors import GraphError
+from .compose import Composable
+from .options import StageOptions, make_options
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+T = TypeVar("T")
+
+CallKind = Literal["function", "generator", "async"]
+
+
+def _call_kind(fn: Callable[..., Any]) -> CallKind:
+    target = fn.__call__ if inspect.isclass(fn) else fn
+    if not inspect.isfunction(target) and not inspect.ismethod(target) and callable(target):
+        target = getattr(target, "__call__", target)  # noqa: B004 - callable instances
+    if inspect.isasyncgenfunction(target):
+        raise GraphError(f"stage {_name_of(fn)!r}: async generator functions are not supported")
+    if inspect.iscoroutinefunction(target):
+        return "async"
+    if inspect.isgeneratorfunction(target):
+        return "generator"
+    return "function"
+
+
+def _takes_no_argument(fn: Callable[..., Any]) -> bool:
+    """True for ``def camera(): ...``: such a stage is the pipeline's source."""
+    if inspect.isclass(fn):
+        return False
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature take an argument
+        return False
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    takes_items = any(
+        (p.kind in kinds and p.default is p.empty) or p.kind is p.VAR_POSITIONAL for p in params
+    )
+    return not takes_items
+
+
+def _name_of(fn: object) -> str:
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return "lambda" if name == "<lambda>" else str(name)
+
+
+class Stage(Composable[In, Out], Generic[In, Out]):
+    """One step of a pipeline: a callable plus its options. Immutable and picklable."""
+
+    __slots__ = ("_args", "_direct", "_kwargs", "_target", "call_kind", "is_class", "options")
+
+    def __init__(
+        self,
+        target: Callable[..., Any],
+        options: StageOptions,
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        is_class: bool = False,
+    ) -> None:
+        self._target = target
+        self._args = args
+        self._kwargs = dict(kwargs or {})
+        self._direct: Any = None
+        self.options = options
+        self.is_class = is_class
+        self.call_kind: CallKind = _call_kind(target)
+
+    # -- identity -----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def __name__(self) -> str:
+        return self.options.name
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self._target
+
+    @property
+    def target(self) -> Callable[..., Any]:
+        """The decorated function or class."""
+        return self._target
+
+    @property
+    def is_source(self) -> bool:
+        """True when the function takes no argument: it produces the pipeline's items."""
+        return _takes_no_argument(self._target)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Stage):
+            return NotImplemented
+        return (self._target, self._args, self._kwargs, self.options) == (
+            other._target,
+            other._args,
+            other._kwargs,
+            other.options,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._target, self._args, self.options))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self._target, self.options, self._args, self._kwargs, self.is_class))
+
+    def __repr__(self) -> str:
+        described = self.options.describe()
+        return f"{self.name}[{described}]" if described else self.name
+
+    # -- building -----------------------------------------------------------------
+    def with_options(self, **changes: Any) -> Stage[In, Out]:
+        """A copy of this stage with some options changed: ``detect.with_options(workers=3)``."""
+        return Stage(
+            self._target,
+            self.options.replace(**changes),
+            args=self._args,
+            kwargs=self._kwargs,
+            is_class=self.is_class,
+        )
+
+    def make_callable(self) -> Callable[..., Any]:
+        """What a worker calls per item (or per batch/window): builds a class stage's instance.
+
+        Called once per worker, inside the worker; the instance is never pickled.
+        """
+        if self.is_class:
+            return self._target(*self._args, **self._kwargs)  # type: ignore[no-any-return]
+        return self._target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the plain function on one item (tests and notebooks rely on this).
+
+        For a class stage the instance is built on the first direct call and kept.
+        """
+        if self.is_class:
+            if self._direct is None:
+                self._direct = self.make_callable()
+            return self._direct(*args, **kwargs)
+        return self._target(*args, **kwargs)
+
+    def _as_pipeline(self) -> Pipeline[In, Out]:
+        from .pipeline import Pipeline
+
+        return Pipeline((self,))
+
+
+def _rebuild(
+    target: Callable[..., Any],
+    options: StageOptions,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    is_class: bool,
+) -> Stage[Any, Any]:
+    return Stage(target, options, args=args, kwargs=kwargs, is_class=is_class)
+
+
+class StageClass(Generic[In, Out]):
+    """What ``@stage`` returns for a class: calling it records constructor arguments.
+
+    ``Classify(threshold=0.7)`` returns a ``Stage``; nothing is constructed until a
+    worker starts. Used bare in ``|``, the class is built with no arguments.
+    """
+
+    __slots__ = ("_cls", "_options")
+
+    def __init__(self, cls: type[Any], options: StageOptions) -> None:
+        self._cls = cls
+        self._options = options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Stage[In, Out]:
+        return Stage(self._cls, self._options, args=args, kwargs=kwargs, is_class=True)
+
+    @property
+    def __name__(self) -> str:
+        return self._options.name
+
+    def __repr__(self) -> str:
+        return f"<stage class {self._options.name}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StageClass, (self._cls, self._options))
+
+    def __or__(self, other: Any) -> Pipeline[In, Any]:
+        made: Stage[In, Out] = self()
+        return made.__or__(other)
+
+    def __ror__(self, other: Any) -> Any:
+        return other | self()
+
+
+def make_stage(fn: Any, options: dict[str, Any]) -> Any:
+    if isinstance(fn, (Stage, StageClass)):
+        raise GraphError(f"{fn!r} is already a stage: use .with_options(...) to change options")
+    if not callable(fn):
+        raise GraphError(f"@stage needs a function or a class, got {fn!r}")
+    opts = make_options(name=options.pop("name", None) or _name_of(fn), **options)
+    if inspect.isclass(fn):
+        _call_kind(fn)  # validates __call__ now, at build time
+        return StageClass(fn, opts)
+    made: Stage[Any, Any] = Stage(fn, opts)
+    if made.is_source and (opts.workers != 1 or opts.batch is not None or opts.window is not None):
+        raise GraphError(
+            f"stage {opts.name!r} takes no argument, so it is a source: "
+            "workers=, batch= and window= do not apply to it"
+        )
+    return made
+
+
+def as_stage(obj: Any) -> Stage[Any, Any]:
+    """Wrap a plain callable met in ``|`` as a stage with default options."""
+    if isinstance(obj, Stage):
+        return obj
+    if isinstance(obj, StageClass):
+        return obj()
+    if callable(obj):
+        return Stage(obj, make_options(name=_name_of(obj)))
+    raise GraphError(f"cannot use {obj!r} ({type(obj).__name__}) as a stage")
+
+
+# -- the decorator ------------------------------------------------------------------
+@overload
+def stage(fn: type[T], /) -> StageClass[Any, Any]: ...  # type: ignore[overload-overlap]
+@overload
+def stage(fn: Callable[[In], Iterator[Out]], /) -> Stage[In, Out]: ...
+@overload
+def stage(fn: Callable[[In], Out], /) -> Stage[In, Out]: ...
+@overload
+def stage(
+    fn: None = None,
+    /,
+    *,
+    workers: int = ...,
+    ordered: bool = ...,
+    batch: bool | int = ...,
+    batch_timeout: float | None = ...,
+    window: int | None = ...,
+    stride: int = ...,
+    buffer: int = ...,
+    overflow: str = ...,
+    backend: str | None = ...,
+    retries: int = ...,
+    on_error: Any = ...,
+    name: str | None = ...,
+    resources: dict[str, float] | None = ...,
+) -> Callable[[Callable[..., Any]], Any]: ...
+@overload
+def stage(fn: Callable[..., Any], /, **options: Any) -> Any: ...
+def stage(fn: Any = None, /, **options: Any) -> Any:
+    """Make a stage from a function or class; usable bare (``@stage``) or called.
+
+    ``@stage``, ``@stage(workers=4)`` and ``stage(fn, workers=4)`` all work, on
+    lambdas and closures too. Options are validated now: a bad value raises
+    ``ValueError`` naming the option and the stage.
+    """
+    if fn is None:
+        return lambda f: make_stage(f, dict(options))
+    return make_stage(fn, dict(options))
+
+
+def is_iterable_source(obj: object) -> bool:
+    return isinstance(obj, Iterable) and not isinstance(obj, (Composable, StageClass))

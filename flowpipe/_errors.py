@@ -1,0 +1,107 @@
+"""The exceptions flowpipe raises.
+
+::
+
+    Exception
+     ├── FlowpipeError                 base of every error flowpipe itself raises
+     │    ├── StageError               a stage (or the source) failed on an item
+     │    │    └── WorkerCrashed       a worker process died while working on an item
+     │    └── RunClosed                put()/get() on a live run that is closed
+     ├── ValueError
+     │    └── StageOptionError         a bad option given to @stage (also a FlowpipeError)
+     └── TypeError
+          └── GraphError               pieces that cannot be composed (also a FlowpipeError)
+
+Bad building blocks subclass the stdlib type users already catch, so
+``except ValueError`` around ``@stage(workers=0)`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "FlowpipeError",
+    "GraphError",
+    "RunClosed",
+    "StageError",
+    "StageOptionError",
+    "WorkerCrashed",
+]
+
+
+class FlowpipeError(Exception):
+    """Raised for every failure that flowpipe reports itself."""
+
+
+class StageOptionError(FlowpipeError, ValueError):
+    """Raised when ``@stage`` gets an option value it cannot use."""
+
+    def __init__(self, stage: str, option: str, problem: str) -> None:
+        self.stage = stage
+        self.option = option
+        super().__init__(f"stage {stage!r}: option {option}={problem}")
+
+
+class GraphError(FlowpipeError, TypeError):
+    """Raised when pieces cannot be composed into a pipeline, or a run is called wrongly."""
+
+
+class RunClosed(FlowpipeError):
+    """Raised by ``put``/``get`` on a live run that was closed or has failed."""
+
+
+def _short_repr(item: Any, limit: int = 80) -> str:
+    try:
+        text = repr(item)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(item).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class StageError(FlowpipeError):
+    """Raised when a stage (or the source) fails on an item; the original is ``__cause__``.
+
+    ``stage`` is the stage's name (``"source"`` for the input iterator), ``index``
+    the position of the failing item among that stage's inputs (for a batch, the
+    first item of the batch), ``item`` the input itself (``None`` for the source).
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        index: int | None,
+        item: Any = None,
+        *,
+        cause: BaseException | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        self.stage = stage
+        self.index = index
+        self.item = item
+        self.remote_traceback = remote_traceback
+        where = "" if index is None else f" at input #{index} ({_short_repr(item)})"
+        what = "" if cause is None else f": {type(cause).__name__}: {cause}"
+        message = f"stage {stage!r} failed{where}{what}"
+        if remote_traceback:
+            message += f"\n\nRemote traceback:\n{remote_traceback.rstrip()}"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_stage_error,
+            (type(self), self.stage, self.index, self.args[0], self.remote_traceback),
+        )
+
+
+def _rebuild_stage_error(
+    cls: type[StageError], stage: str, index: int | None, message: str, tb: str | None
+) -> StageError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.stage, err.index, err.item, err.remote_traceback = stage, index, None, tb
+    return err
+
+
+class WorkerCrashed(StageError):
+    """Raised when a worker process dies (segfault, ``os._exit``, killed) mid-item."""

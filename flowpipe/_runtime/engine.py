@@ -1,0 +1,519 @@
+"""Scheduling, written once for every backend.
+
+Everything a stage worker does, whatever runs it::
+
+    input Channel ──take slice──► SliceCaller.call(items) ──outputs──► Reorderer ──► Emitter ──► next Channel(s)
+         ▲   (seq, offset, items)     retries / on_error        (ordered, workers>1)    (fan-out: every branch)
+         │                            batch length check
+    feed_source (source iterator or a source stage)
+
+A backend decides only where ``stage_worker`` runs (a thread, a process, an
+actor) and how slices travel; the loops below are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+from .._errors import StageError
+from .._observe.counters import WorkerCounters
+from .._plan.plan import StageNode
+from .._transport.buffer import Aborted, Channel
+from .policy import ErrorPolicy
+
+MAX_SLICE = 1024
+SLICE_TARGET_SECONDS = (
+    0.0005  # aim for this much work per slice: amortise hand-offs, keep latency low
+)
+SOURCE_CHUNK = 256
+
+
+class RunState:
+    """What every worker of one run shares: the first error and the stop switch."""
+
+    __slots__ = ("_lock", "channels", "error", "gates", "stopped")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.stopped = False
+        self.channels: list[Channel] = []
+        self.gates: list[Gate] = []
+
+    def channel(self, capacity: int, overflow: str = "block", name: str = "") -> Channel:
+        ch = Channel(capacity, overflow, name=name)
+        self.channels.append(ch)
+        return ch
+
+    def gate(self, limit: int) -> Gate:
+        g = Gate(limit)
+        self.gates.append(g)
+        return g
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the first error and stop everything; later errors are consequences."""
+        with self._lock:
+            if self.error is None and not self.stopped:
+                self.error = exc
+        self.stop()
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+        for ch in self.channels:
+            ch.abort()
+        for g in self.gates:
+            g.abort()
+
+
+class Gate:
+    """A counter of slots with a limit; ``acquire`` blocks while full, abortable."""
+
+    __slots__ = ("_aborted", "_cond", "_used", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._aborted = False
+        self._cond = threading.Condition(threading.Lock())
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self._used >= self.limit and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise Aborted
+            self._used += 1
+
+    def release(self, n: int = 1) -> None:
+        with self._cond:
+            self._used -= n
+            self._cond.notify_all()
+
+    def wait_empty(self) -> None:
+        with self._cond:
+            while self._used and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise Aborted
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+
+class Emitter:
+    """Hands output slices to every downstream channel (several after a fan-out)."""
+
+    __slots__ = ("targets",)
+
+    def __init__(self, targets: list[Channel]) -> None:
+        self.targets = targets
+        for t in targets:
+            t.add_producer()
+
+    def emit(self, items: list[Any]) -> None:
+        if items:
+            for t in self.targets:
+                t.put_many(items)
+
+    def close(self) -> None:
+        for t in self.targets:
+            t.close()
+
+
+class Reorderer:
+    """Releases output slices in sequence order; bounds how many may wait.
+
+    ``room`` is acquired before a slice is taken and released when the slice
+    leaves in order, so at most ``room.limit`` slices are taken-but-unreleased:
+    a slow slice holds back a bounded amount of later work, then backpressure.
+    """
+
+    __slots__ = ("_lock", "_next", "_pending", "_release_lock", "emitter", "room")
+
+    def __init__(self, emitter: Emitter, room: Gate) -> None:
+        self.emitter = emitter
+        self.room = room
+        self._pending: dict[int, list[Any]] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        self._release_lock = threading.Lock()
+
+    def complete(self, seq: int, outputs: list[Any]) -> None:
+        with self._lock:
+            self._pending[seq] = outputs
+        with self._release_lock:  # one releaser at a time keeps puts in order
+            while True:
+                with self._lock:
+                    ready = self._pending.pop(self._next, None)
+                    if ready is None:
+                        return
+                    self._next += 1
+                self.emitter.emit(ready)
+                self.room.release()
+
+
+class SliceSizer:
+    """Adapts how many items a worker takes at once to the measured cost per item."""
+
+    __slots__ = ("cost", "limit", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, min(limit, MAX_SLICE))
+        self.size = 1
+        self.cost = 0.0
+
+    def update(self, n: int, seconds: float) -> None:
+        per_item = seconds / n
+        self.cost = per_item if self.cost == 0.0 else 0.7 * self.cost + 0.3 * per_item
+        wanted = int(SLICE_TARGET_SECONDS / self.cost) if self.cost > 0 else self.limit
+        self.size = max(1, min(self.limit, wanted, self.size * 4))
+
+
+class SliceCaller:
+    """Calls a stage's function on the items of one slice, applying the error policy."""
+
+    __slots__ = ("batch", "fn", "kind", "label", "policy")
+
+    def __init__(self, node: StageNode, fn: Callable[..., Any], counters: WorkerCounters) -> None:
+        opts = node.stage.options
+        self.fn = fn
+        self.label = node.label
+        self.kind = node.stage.call_kind
+        self.batch = opts.batch
+        self.policy = ErrorPolicy(node.label, opts.retries, opts.on_error, counters)
+
+    def call(self, items: list[Any], offset: int) -> list[Any]:
+        if self.batch is not None:
+            return self._call_batch(items, offset)
+        if self.kind == "generator":
+            return self._call_generator(items, offset)
+        return self._call_function(items, offset)
+
+    def _call_function(self, items: list[Any], offset: int) -> list[Any]:
+        fn, out = self.fn, list[Any]()
+        append = out.append
+        start = 0
+        while True:
+            before = len(out)
+            try:
+                for x in items if start == 0 else items[start:]:
+                    append(fn(x))
+                return out
+            except Exception as exc:
+                k = start + len(out) - before
+                out.extend(self._recover(lambda x: [fn(x)], items[k], offset + k, exc))
+                start = k + 1
+
+    def _call_generator(self, items: list[Any], offset: int) -> list[Any]:
+        fn, out = self.fn, list[Any]()
+        for k, x in enumerate(items):
+            mark = len(out)
+            try:
+                out.extend(fn(x))
+            except Exception as exc:
+                del out[mark:]  # a retry must not duplicate what the failed attempt yielded
+                out.extend(self._recover(lambda x: list(fn(x)), x, offset + k, exc))
+        return out
+
+    def _call_batch(self, items: list[Any], offset: int) -> list[Any]:
+        attempt = 1
+        while True:
+            try:
+                outputs = self.fn(items)
+                outputs = list(outputs) if not isinstance(outputs, list) else outputs
+            except Exception as exc:
+                if self.policy.should_retry(items, offset, exc, attempt):
+                    attempt += 1
+                    continue
+                return []
+            if len(outputs) != len(items):
+                raise StageError(
+                    self.label,
+                    offset,
+                    items,
+                    cause=ValueError(
+                        f"a batch function must return one output per input: "
+                        f"got {len(outputs)} outputs for {len(items)} inputs"
+                    ),
+                )
+            return outputs
+
+    def _recover(
+        self, once: Callable[[Any], list[Any]], item: Any, index: int, exc: Exception
+    ) -> list[Any]:
+        attempt = 1
+        while self.policy.should_retry([item], index, exc, attempt):
+            attempt += 1
+            try:
+                return once(item)
+            except Exception as again:
+                exc = again
+        return []
+
+
+def close_callable(fn: Any) -> None:
+    """Call a class stage instance's optional ``close()``."""
+    close = getattr(fn, "close", None)
+    if callable(close) and not inspect.isfunction(fn):
+        close()
+
+
+class StageRun:
+    """One stage in one run: its input, where outputs go, and its workers' counters."""
+
+    def __init__(self, node: StageNode, inp: Channel, emitter: Emitter, state: RunState) -> None:
+        opts = node.stage.options
+        self.node = node
+        self.inp = inp
+        self.emitter = emitter
+        self.state = state
+        # An async stage has one dispatching worker with ``workers`` items in flight.
+        threads = 1 if node.stage.call_kind == "async" else opts.workers
+        self.counters = [WorkerCounters() for _ in range(threads)]
+        ordered_many = opts.ordered and (opts.workers > 1 or node.stage.call_kind == "async")
+        room = state.gate(2 * opts.workers + 2) if ordered_many else None
+        self.reorderer = Reorderer(emitter, room) if room is not None else None
+        self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
+        self._live = len(self.counters)
+        self._lock = threading.Lock()
+
+    def worker_finished(self) -> None:
+        with self._lock:
+            self._live -= 1
+            last = self._live == 0
+        if last:
+            self.emitter.close()
+
+    def run_worker(self, wid: int) -> None:
+        """The body of one worker: build the callable, loop over slices, tear down."""
+        try:
+            if self.node.stage.call_kind == "async":
+                AsyncStageLoop(self).run()
+            else:
+                self._sync_loop(wid)
+        except Aborted:
+            pass
+        except StageError as exc:
+            self.state.fail(exc)
+        except BaseException as exc:  # a worker never dies silently
+            err = StageError(self.node.label, None, cause=exc)
+            err.__cause__ = exc
+            self.state.fail(err)
+        finally:
+            self.worker_finished()
+
+    def _sync_loop(self, wid: int) -> None:
+        opts = self.node.stage.options
+        counters = self.counters[wid]
+        fn = self.node.stage.make_callable()
+        try:
+            caller = SliceCaller(self.node, fn, counters)
+            sizer = SliceSizer(self.inp.capacity)
+            batch, timeout = opts.batch, opts.batch_timeout
+            reorderer, take, clock = self.reorderer, self.inp.take, time.perf_counter
+            while True:
+                if reorderer is not None:
+                    reorderer.room.acquire()
+                t0 = clock()
+                got = take(batch, batch, timeout) if batch else take(sizer.size)
+                t1 = clock()
+                if got is None:
+                    if reorderer is not None:
+                        reorderer.room.release()
+                    return
+                seq, offset, items = got
+                outputs = caller.call(items, offset)
+                t2 = clock()
+                if reorderer is not None:
+                    reorderer.complete(seq, outputs)
+                else:
+                    self.emitter.emit(outputs)
+                t3 = clock()
+                sizer.update(len(items), t2 - t1)
+                counters.items_in += len(items)
+                counters.items_out += len(outputs)
+                counters.calls += 1 if batch else len(items)
+                counters.waiting += t1 - t0
+                counters.busy += t2 - t1
+                counters.blocked += t3 - t2
+        finally:
+            close_callable(fn)
+
+
+class AsyncStageLoop:
+    """An ``async def`` stage: one event-loop thread, ``workers`` items in flight.
+
+    The calling thread takes items and submits one coroutine per item to the
+    loop; results go through the reorderer keyed by input position.
+    """
+
+    def __init__(self, stage_run: StageRun) -> None:
+        self.sr = stage_run
+        self.opts = stage_run.node.stage.options
+        self.counters = stage_run.counters[0]
+        assert stage_run.in_flight is not None
+        self.in_flight = stage_run.in_flight
+        self.futures: set[Future[Any]] = set()
+
+    def run(self) -> None:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=loop.run_forever, name=f"flowpipe-{self.sr.node.label}-loop", daemon=True
+        )
+        thread.start()
+        fn = self.sr.node.stage.make_callable()
+        policy = ErrorPolicy(
+            self.sr.node.label, self.opts.retries, self.opts.on_error, self.counters
+        )
+        try:
+            self._dispatch(loop, fn, policy)
+            self.in_flight.wait_empty()
+        finally:
+            for fut in list(self.futures):
+                fut.cancel()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+            close_callable(fn)
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop, fn: Any, policy: ErrorPolicy) -> None:
+        take = self.sr.inp.take
+        while True:
+            got = take(self.opts.workers)
+            if got is None:
+                return
+            _, offset, items = got
+            self.counters.items_in += len(items)
+            for k, item in enumerate(items):
+                if self.sr.reorderer is not None:
+                    self.sr.reorderer.room.acquire()
+                self.in_flight.acquire()
+                fut = asyncio.run_coroutine_threadsafe(
+                    self._attempt(fn, policy, item, offset + k), loop
+                )
+                self.futures.add(fut)
+                fut.add_done_callback(functools.partial(self._done, offset + k))
+
+    async def _attempt(self, fn: Any, policy: ErrorPolicy, item: Any, index: int) -> list[Any]:
+        attempt = 1
+        while True:
+            t0 = time.perf_counter()
+            try:
+                result = [await fn(item)]
+                self.counters.busy += time.perf_counter() - t0
+                return result
+            except Exception as exc:
+                if not policy.should_retry([item], index, exc, attempt):
+                    return []
+                attempt += 1
+
+    def _done(self, index: int, fut: Future[Any]) -> None:
+        self.futures.discard(fut)
+        try:
+            if fut.cancelled():
+                return
+            exc = fut.exception()
+            if exc is not None:
+                self.sr.state.fail(
+                    exc
+                    if isinstance(exc, StageError)
+                    else StageError(self.sr.node.label, index, cause=exc)
+                )
+                return
+            outputs = fut.result()
+            self.counters.calls += 1
+            self.counters.items_out += len(outputs)
+            if self.sr.reorderer is not None:
+                self.sr.reorderer.complete(index, outputs)
+            else:
+                self.sr.emitter.emit(outputs)
+        except Aborted:
+            pass
+        except BaseException as err:
+            self.sr.state.fail(err)
+        finally:
+            self.in_flight.release()
+
+
+def feed_source(
+    open_source: Callable[[], Iterable[Any]],
+    label: str,
+    emitter: Emitter,
+    state: RunState,
+    counters: WorkerCounters,
+) -> None:
+    """Read the source lazily into the first channel; its errors end the run like a stage's.
+
+    ``open_source`` is called here, in the feeder thread: for a source stage
+    (``def camera(): ...``) that is where user code starts running.
+    """
+    index = 0
+    iterator: Any = None
+    try:
+        source = open_source()
+        if isinstance(source, (list, tuple, range)):  # already in memory: hand over in chunks
+            for start in range(0, len(source), SOURCE_CHUNK):
+                chunk = list(source[start : start + SOURCE_CHUNK])
+                emitter.emit(chunk)
+                index += len(chunk)
+        else:
+            iterator = iter(source)
+            put = emitter.emit
+            for item in iterator:
+                put([item])
+                index += 1
+    except Aborted:
+        pass
+    except Exception as exc:
+        err = StageError(label, index if label != "source" else None, cause=exc)
+        err.__cause__ = exc
+        state.fail(err)
+    except BaseException as exc:
+        state.fail(exc)
+    finally:
+        counters.items_out = index
+        close = getattr(iterator, "close", None)
+        if close is not None and state.stopped:
+            try:
+                close()  # run the source generator's cleanup, in the thread that ran it
+            except Exception:
+                pass
+        emitter.close()
+
+
+def join_rows(
+    inputs: list[Channel], keys: tuple[str, ...] | None, emitter: Emitter, state: RunState
+) -> None:
+    """Zip the branches' outputs position by position into tuples (or dicts)."""
+    try:
+        while True:
+            got = inputs[0].take(MAX_SLICE)
+            if got is None:
+                break
+            columns = [got[2]]
+            n = len(columns[0])
+            for ch in inputs[1:]:
+                part = ch.take(n, n)
+                if part is None or len(part[2]) != n:
+                    raise RuntimeError("join branches went out of step (a branch lost an item)")
+                columns.append(part[2])
+            rows: list[Any] = list(zip(*columns))
+            if keys is not None:
+                rows = [dict(zip(keys, row)) for row in rows]
+            emitter.emit(rows)
+    except Aborted:
+        pass
+    except BaseException as exc:
+        state.fail(exc)
+    finally:
+        emitter.close()

@@ -1,0 +1,173 @@
+"""A bounded, closable, abortable channel of items between threads.
+
+One channel is the input buffer of one stage (or of a join, or of the caller).
+Producers ``put``/``put_many``; consumers ``take`` a *slice*: everything that is
+ready, up to a size, without waiting to fill it (unless ``min_n`` asks to, as a
+batch stage does). Each slice gets a sequence number and the offset of its first
+item under the channel's lock, so a stage's workers can restore input order.
+
+Invariants:
+- ``len(items) <= capacity`` (overflow policies drop instead of growing).
+- End of stream: every registered producer called ``close()`` and ``items`` is
+  empty; ``take`` then returns ``None``.
+- After ``abort()`` every blocked or later ``put``/``take`` raises ``Aborted``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+
+class Aborted(Exception):
+    """Internal: the run is stopping; the worker that sees this leaves quietly."""
+
+
+class Channel:
+    __slots__ = (
+        "_aborted",
+        "_first_arrival",
+        "_getters",
+        "_items",
+        "_lock",
+        "_next_seq",
+        "_not_empty",
+        "_not_full",
+        "_open_producers",
+        "_putters",
+        "_taken",
+        "capacity",
+        "dropped",
+        "name",
+        "overflow",
+        "peak",
+    )
+
+    def __init__(self, capacity: int, overflow: str = "block", *, name: str = "") -> None:
+        self.capacity = capacity
+        self.overflow = overflow
+        self.name = name
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._open_producers = 0
+        self._aborted = False
+        self._getters = 0
+        self._putters = 0
+        self._next_seq = 0
+        self._taken = 0
+        self._first_arrival = 0.0
+        self.dropped = 0
+        self.peak = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+    def add_producer(self) -> None:
+        """Register one more producer; the stream ends when each has called close()."""
+        with self._lock:
+            self._open_producers += 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._open_producers -= 1
+            if self._open_producers <= 0:
+                self._not_empty.notify_all()
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- producing ----------------------------------------------------------------
+    def put(self, item: Any) -> None:
+        self.put_many((item,))
+
+    def put_many(self, items: Sequence[Any]) -> None:
+        """Append items in order; block, drop the oldest or drop the newest when full."""
+        with self._lock:
+            i, n = 0, len(items)
+            while i < n:
+                if self._aborted:
+                    raise Aborted
+                free = self.capacity - len(self._items)
+                if free <= 0:
+                    if self.overflow == "block":
+                        self._putters += 1
+                        self._not_full.wait()
+                        self._putters -= 1
+                        continue
+                    free = self._make_room(n - i)
+                    if free == 0:  # drop_newest: the rest of the items are discarded
+                        self.dropped += n - i
+                        return
+                if not self._items:
+                    self._first_arrival = time.perf_counter()
+                part = items[i : i + free] if (i or n > free) else items
+                self._items.extend(part)
+                i += len(part)
+                if len(self._items) > self.peak:
+                    self.peak = len(self._items)
+                if self._getters:
+                    self._not_empty.notify()
+
+    def _make_room(self, wanted: int) -> int:
+        if self.overflow == "drop_newest":
+            return 0
+        # drop_oldest: keep the newest items; what is evicted is counted.
+        evict = min(wanted, self.capacity, len(self._items))
+        for _ in range(evict):
+            self._items.popleft()
+        self.dropped += evict
+        return self.capacity - len(self._items)
+
+    # -- consuming ----------------------------------------------------------------
+    def take(
+        self, max_n: int, min_n: int = 1, timeout: float | None = None
+    ) -> tuple[int, int, list[Any]] | None:
+        """Take a slice ``(seq, offset, items)``; ``None`` at end of stream.
+
+        Waits until ``min_n`` items are ready (or the stream ended). With
+        ``timeout``, a partial slice is returned ``timeout`` seconds after its
+        first item arrived (a batch's ``batch_timeout``).
+        """
+        with self._lock:
+            while True:
+                if self._aborted:
+                    raise Aborted
+                ready = len(self._items)
+                if ready >= min_n or (ready and self._open_producers <= 0):
+                    break
+                if self._open_producers <= 0:
+                    return None
+                wait = None
+                if timeout is not None and ready:
+                    wait = self._first_arrival + timeout - time.perf_counter()
+                    if wait <= 0:
+                        break
+                self._getters += 1
+                self._not_empty.wait(wait)
+                self._getters -= 1
+            n = min(ready, max_n)
+            items = self._items
+            if n == ready:
+                out = list(items)
+                items.clear()
+            else:
+                popleft = items.popleft
+                out = [popleft() for _ in range(n)]
+                self._first_arrival = time.perf_counter()
+                if self._getters:
+                    self._not_empty.notify()
+            seq, offset = self._next_seq, self._taken
+            self._next_seq += 1
+            self._taken += n
+            if self._putters:
+                self._not_full.notify_all()
+            return seq, offset, out
