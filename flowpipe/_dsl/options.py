@@ -10,7 +10,6 @@ from typing import Any, Literal
 from .._errors import StageOptionError
 
 DEFAULT_BATCH = 32
-DEFAULT_BUFFER = 64
 BACKENDS = ("thread", "process", "ray")
 OVERFLOWS = ("block", "drop_oldest", "drop_newest")
 
@@ -31,7 +30,7 @@ class StageOptions:
     batch_timeout: float | None = None
     window: int | None = None
     stride: int = 1
-    buffer: int = DEFAULT_BUFFER
+    buffer: int | None = None  # None: sized automatically (see _transport/buffer.py)
     overflow: Overflow = "block"
     backend: BackendName | None = None
     retries: int = 0
@@ -149,7 +148,9 @@ def make_options(*, name: object, **given: Any) -> StageOptions:
         batch_timeout=batch_timeout,
         window=window,
         stride=stride,
-        buffer=_positive_int(name, "buffer", given.get("buffer", d.buffer)),
+        buffer=None
+        if given.get("buffer") is None
+        else _positive_int(name, "buffer", given["buffer"]),
         overflow=_choice(name, "overflow", given.get("overflow", d.overflow), OVERFLOWS),
         backend=None
         if given.get("backend") is None

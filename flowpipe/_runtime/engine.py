@@ -47,7 +47,7 @@ class RunState:
         self.channels: list[Channel] = []
         self.gates: list[Gate] = []
 
-    def channel(self, capacity: int, overflow: str = "block", name: str = "") -> Channel:
+    def channel(self, capacity: int | None, overflow: str = "block", name: str = "") -> Channel:
         ch = Channel(capacity, overflow, name=name)
         self.channels.append(ch)
         return ch
@@ -318,7 +318,7 @@ class StageRun:
         fn = self.node.stage.make_callable()
         try:
             caller = SliceCaller(self.node, fn, counters)
-            sizer = SliceSizer(self.inp.capacity)
+            sizer = SliceSizer(MAX_SLICE)
             batch, timeout = opts.batch, opts.batch_timeout
             reorderer, take, clock = self.reorderer, self.inp.take, time.perf_counter
             while True:
@@ -468,10 +468,16 @@ def feed_source(
                 index += len(chunk)
         else:
             iterator = iter(source)
-            put = emitter.emit
-            for item in iterator:
-                put([item])
-                index += 1
+            targets = emitter.targets
+            if len(targets) == 1:  # the common case: one item at a time, no list per item
+                put = targets[0].put
+                for item in iterator:
+                    put(item)
+                    index += 1
+            else:
+                for item in iterator:
+                    emitter.emit([item])
+                    index += 1
     except Aborted:
         pass
     except Exception as exc:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from .._dsl.compose import NO_SOURCE
-from .._dsl.options import DEFAULT_BUFFER
 from .._dsl.pipeline import Pipeline
 from .._errors import GraphError
 from .._observe.counters import WorkerCounters
@@ -75,7 +74,7 @@ class _Builder:
             for branch in step.branches:
                 entries.extend(self.build(branch, downstream))
             return entries
-        inputs = [self.state.channel(DEFAULT_BUFFER, name="join") for _ in step.branches]
+        inputs = [self.state.channel(None, name="join") for _ in step.branches]
         emitter = Emitter(downstream)
         self.joins.append((inputs, step.keys, emitter, self.state))
         for branch, inp in zip(step.branches, inputs):
@@ -231,7 +230,7 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
     label, open_source = _opener(plan, source)
     steps = plan.steps[1:] if plan.source_stage is not None else plan.steps
     state = RunState()
-    output = state.channel(DEFAULT_BUFFER, name="output")
+    output = state.channel(None, name="output")
     builder = _Builder(plan, state)
     source_counters = WorkerCounters()
     try:

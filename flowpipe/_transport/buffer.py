@@ -8,6 +8,9 @@ item under the channel's lock, so a stage's workers can restore input order.
 
 Invariants:
 - ``len(items) <= capacity`` (overflow policies drop instead of growing).
+- An automatic channel (``buffer=None``) sizes its capacity from the items it
+  carries: up to ``AUTO_MAX_ITEMS`` small items, but only about ``AUTO_BYTES``
+  of large buffers (NumPy arrays, bytes): 1024 ints, or ten 1080p frames.
 - End of stream: every registered producer called ``close()`` and ``items`` is
   empty; ``take`` then returns ``None``.
 - After ``abort()`` every blocked or later ``put``/``take`` raises ``Aborted``.
@@ -21,6 +24,26 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+AUTO_MAX_ITEMS = 1024
+AUTO_BYTES = 64 * 1024 * 1024
+
+
+def payload_bytes(item: Any) -> int:
+    """A cheap size estimate of an item: large buffers count, small objects count as 0."""
+    size = getattr(item, "nbytes", None)
+    if isinstance(size, int):
+        return size
+    if isinstance(item, (bytes, bytearray, str)):
+        return len(item)
+    if isinstance(item, (tuple, list)) and item:  # (frame_id, frame) pairs are common
+        return sum(payload_bytes(part) for part in item[:4] if not isinstance(part, (tuple, list)))
+    return 0
+
+
+def auto_capacity(sample: Any) -> int:
+    size = payload_bytes(sample)
+    return AUTO_MAX_ITEMS if size <= 0 else max(2, min(AUTO_MAX_ITEMS, AUTO_BYTES // size))
+
 
 class Aborted(Exception):
     """Internal: the run is stopping; the worker that sees this leaves quietly."""
@@ -29,6 +52,7 @@ class Aborted(Exception):
 class Channel:
     __slots__ = (
         "_aborted",
+        "_auto",
         "_first_arrival",
         "_getters",
         "_items",
@@ -46,8 +70,9 @@ class Channel:
         "peak",
     )
 
-    def __init__(self, capacity: int, overflow: str = "block", *, name: str = "") -> None:
-        self.capacity = capacity
+    def __init__(self, capacity: int | None, overflow: str = "block", *, name: str = "") -> None:
+        self._auto = capacity is None
+        self.capacity = AUTO_MAX_ITEMS if capacity is None else capacity
         self.overflow = overflow
         self.name = name
         self._items: deque[Any] = deque()
@@ -87,10 +112,24 @@ class Channel:
 
     # -- producing ----------------------------------------------------------------
     def put(self, item: Any) -> None:
+        if self._auto:
+            self.capacity = auto_capacity(item)
+        with self._lock:  # fast path: room, nobody aborted
+            if len(self._items) < self.capacity and not self._aborted:
+                if not self._items:
+                    self._first_arrival = time.perf_counter()
+                self._items.append(item)
+                if len(self._items) > self.peak:
+                    self.peak = len(self._items)
+                if self._getters:
+                    self._not_empty.notify()
+                return
         self.put_many((item,))
 
     def put_many(self, items: Sequence[Any]) -> None:
         """Append items in order; block, drop the oldest or drop the newest when full."""
+        if self._auto and items:
+            self.capacity = auto_capacity(items[0])
         with self._lock:
             i, n = 0, len(items)
             while i < n:
