@@ -35,6 +35,16 @@ class Composable(Generic[In, Out]):
     # makes it return NotImplemented so that ``__ror__`` binds the array as a source.
     __array_ufunc__ = None
 
+    if not TYPE_CHECKING:  # hidden from type checkers, which would then allow any attribute
+
+        def __setattr__(self, name: str, value: object) -> None:
+            raise AttributeError(
+                f"{type(self).__name__} is immutable: use | or .with_options(...) to make a new one"
+            )
+
+        def __delattr__(self, name: str) -> None:
+            raise AttributeError(f"{type(self).__name__} is immutable")
+
     def _as_pipeline(self) -> Pipeline[In, Out]:
         raise NotImplementedError
 

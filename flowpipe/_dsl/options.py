@@ -37,6 +37,15 @@ class StageOptions:
     on_error: OnError = "raise"
     resources: Mapping[str, float] | None = None
 
+    def __hash__(self) -> int:
+        # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
+        return hash(
+            tuple(
+                tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+                for value in (getattr(self, f.name) for f in dataclasses.fields(self))
+            )
+        )
+
     def replace(self, **changes: Any) -> StageOptions:
         merged = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         merged.update(changes)

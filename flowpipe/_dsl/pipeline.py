@@ -113,8 +113,11 @@ class Pipeline(Composable[In, Out], Generic[In, Out]):
     __slots__ = ("source", "steps")
 
     def __init__(self, steps: tuple[Step, ...], source: Iterable[Any] | None = None) -> None:
-        self.steps = steps
-        self.source = source
+        object.__setattr__(self, "steps", steps)  # a Pipeline is immutable once made
+        object.__setattr__(self, "source", source)
+
+    steps: tuple[Step, ...]
+    source: Iterable[Any] | None
 
     def _as_pipeline(self) -> Pipeline[In, Out]:
         return self

@@ -8,7 +8,9 @@ when called directly (``detect(frame)``), which runs the plain function.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -73,13 +75,22 @@ class Stage(Composable[In, Out], Generic[In, Out]):
         kwargs: dict[str, Any] | None = None,
         is_class: bool = False,
     ) -> None:
-        self._target = target
-        self._args = args
-        self._kwargs = dict(kwargs or {})
-        self._direct: Any = None
-        self.options = options
-        self.is_class = is_class
-        self.call_kind: CallKind = _call_kind(target)
+        init = object.__setattr__  # a Stage is immutable once made
+        init(self, "_target", target)
+        init(self, "_args", args)
+        init(self, "_kwargs", dict(kwargs or {}))
+        init(self, "_direct", None)
+        init(self, "options", options)
+        init(self, "is_class", is_class)
+        init(self, "call_kind", _call_kind(target))
+
+    _target: Callable[..., Any]
+    _args: tuple[Any, ...]
+    _kwargs: dict[str, Any]
+    _direct: Any
+    options: StageOptions
+    is_class: bool
+    call_kind: CallKind
 
     # -- identity -----------------------------------------------------------------
     @property
@@ -118,7 +129,8 @@ class Stage(Composable[In, Out], Generic[In, Out]):
         return hash((self._target, self._args, self.options))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._target, self.options, self._args, self._kwargs, self.is_class))
+        target = _for_pickle(self._target)
+        return (_rebuild, (target, self.options, self._args, self._kwargs, self.is_class))
 
     def __repr__(self) -> str:
         described = self.options.describe()
@@ -150,8 +162,8 @@ class Stage(Composable[In, Out], Generic[In, Out]):
         For a class stage the instance is built on the first direct call and kept.
         """
         if self.is_class:
-            if self._direct is None:
-                self._direct = self.make_callable()
+            if self._direct is None:  # a cache, not state: built on the first direct call
+                object.__setattr__(self, "_direct", self.make_callable())
             return self._direct(*args, **kwargs)
         return self._target(*args, **kwargs)
 
@@ -159,6 +171,61 @@ class Stage(Composable[In, Out], Generic[In, Out]):
         from .pipeline import Pipeline
 
         return Pipeline((self,))
+
+
+class _ByName:
+    """A decorated function or class, pickled as a reference to its module-level name.
+
+    ``@stage`` rebinds the function's name to the stage, so ``pickle`` cannot
+    find the function under its own name; this reference looks the name up
+    when unpickled and unwraps the stage found there.
+    """
+
+    __slots__ = ("module", "qualname")
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_resolve_by_name, (self.module, self.qualname))
+
+
+def _lookup(root: object, qualname: str) -> object:
+    obj = root
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _unwrap(obj: object) -> object:
+    if isinstance(obj, Stage):
+        return obj.target
+    if isinstance(obj, StageClass):
+        return obj._cls
+    return obj
+
+
+def _resolve_by_name(module: str, qualname: str) -> object:
+    return _unwrap(_lookup(importlib.import_module(module), qualname))
+
+
+def _for_pickle(target: Any) -> Any:
+    """``target``, or a ``_ByName`` when ``@stage`` hid it behind its own module-level name.
+
+    ``__main__`` targets stay as they are: cloudpickle ships those by value.
+    """
+    module_name = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+    if module is None or module_name in ("__main__", "__mp_main__") or not qualname:
+        return target
+    if "<locals>" in qualname:
+        return target
+    found = _lookup(module, qualname)
+    if found is not target and _unwrap(found) is target:
+        return _ByName(module.__name__, qualname)
+    return target
 
 
 def _rebuild(
@@ -181,8 +248,19 @@ class StageClass(Generic[In, Out]):
     __slots__ = ("_cls", "_options")
 
     def __init__(self, cls: type[Any], options: StageOptions) -> None:
-        self._cls = cls
-        self._options = options
+        object.__setattr__(self, "_cls", cls)
+        object.__setattr__(self, "_options", options)
+
+    _cls: type[Any]
+    _options: StageOptions
+
+    if not TYPE_CHECKING:  # hidden from type checkers, which would then allow any attribute
+
+        def __setattr__(self, name: str, value: object) -> None:
+            raise AttributeError(f"{self!r} is immutable")
+
+        def __delattr__(self, name: str) -> None:
+            raise AttributeError(f"{self!r} is immutable")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Stage[In, Out]:
         return Stage(self._cls, self._options, args=args, kwargs=kwargs, is_class=True)
@@ -194,8 +272,16 @@ class StageClass(Generic[In, Out]):
     def __repr__(self) -> str:
         return f"<stage class {self._options.name}>"
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StageClass):
+            return NotImplemented
+        return (self._cls, self._options) == (other._cls, other._options)
+
+    def __hash__(self) -> int:
+        return hash((self._cls, self._options))
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (StageClass, (self._cls, self._options))
+        return (StageClass, (_for_pickle(self._cls), self._options))
 
     def __or__(self, other: Any) -> Pipeline[In, Any]:
         made: Stage[In, Out] = self()

@@ -1,0 +1,117 @@
+"""``python -m benchmarks``: flowpipe side by side with its peers, in one run.
+
+Usage::
+
+    python -m benchmarks                      # every scenario, 5 repeats
+    python -m benchmarks --quick              # smoke run: small sizes, 1 repeat (< 60 s)
+    python -m benchmarks --scenario trivial   # one scenario (or a family: --scenario sleep)
+    python -m benchmarks --peer flowpipe --peer queue/1 --repeat 9
+
+Results go to stdout as Markdown tables (paste them into benchmarks/README.md);
+progress goes to stderr. The exit status is 0 unless an implementation gave a
+wrong output or raised: speed targets are reported, never enforced here, and
+never by unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+from .measure import measure, measured_sleep
+from .peers import PEERS, prepare_all, select_peers, version_of
+from .report import ScenarioReport
+from .scenarios import SLEEP_SECONDS, build_scenarios, select
+
+DEFAULT_REPEAT = 5
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    names = [s.name for s in build_scenarios(quick=False)]
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Time flowpipe side by side with a plain loop, queue chains, pypeln and mpire.",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help=f"scenario to run, repeatable: {', '.join(names)} (or 'sleep' for both); default: all",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        metavar="KEY",
+        help=f"implementation to time, repeatable: {', '.join(p.key for p in PEERS)}; "
+        "the plain loop always runs (it is the reference); default: all",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"timed runs per implementation (default {DEFAULT_REPEAT}; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: small sizes and 1 repeat (< 60 s)"
+    )
+    args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else DEFAULT_REPEAT
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def header(argv: Sequence[str], repeat: int, quick: bool) -> str:
+    versions = ", ".join(f"{p} {version_of(p)}" for p in ("flowpipe", "pypeln", "mpire"))
+    return "\n".join(
+        [
+            "# flowpipe benchmarks",
+            "",
+            f"command: python -m benchmarks {shlex.join(argv)}".rstrip(),
+            f"date: {time.strftime('%Y-%m-%d %H:%M')}; repeats: {repeat}{' (quick)' if quick else ''}",
+            f"python {platform.python_version()} ({platform.python_implementation()}), "
+            f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+            f"versions: {versions}",
+            "throughput = items through all 4 stages per second, wall time of the whole run "
+            "(threads started and stopped included); ratios compare medians",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    scenarios = select(build_scenarios(args.quick), args.scenario)
+    peers = select_peers(args.peer)
+    print(header(argv, args.repeat, args.quick), flush=True)
+    real_sleep = None
+    if any(s.sleep_s for s in scenarios):
+        real_sleep = measured_sleep(SLEEP_SECONDS)
+        print(
+            f"time.sleep({SLEEP_SECONDS}) takes {real_sleep * 1e3:.3f} ms here (median of 200 calls)"
+        )
+    failed = False
+    for scenario in scenarios:
+        jobs, notes = prepare_all(scenario, peers)
+        results = measure(scenario, jobs, args.repeat)
+        print()
+        print(ScenarioReport(scenario, results, real_sleep).render())
+        for note in notes:
+            print(f"note: {note}")
+        for m in results:
+            if m.error is not None:
+                failed = True
+                print(f"error: {m.peer.key} in {scenario.name}: {m.error}")
+        sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

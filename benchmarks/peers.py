@@ -1,0 +1,159 @@
+"""The implementations timed side by side: flowpipe and what a user would pick instead.
+
+Each peer turns a scenario into a *job*: a function of no arguments that runs
+the whole workload (starting and stopping its threads included) and returns
+the outputs in input order. Whatever can be built once without running
+anything (flowpipe's graph) is built in ``prepare``, outside the timed call.
+
+Optional peers (pypeln, mpire) are imported lazily, in ``prepare``: a peer whose
+import fails is skipped with a note instead of failing the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .chains import run_queue_chain
+from .scenarios import Scenario
+
+Job = Callable[[], list[Any]]
+
+LIST_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class Peer:
+    key: str  # short name used in ratios and targets
+    label: str  # what the table shows
+    prepare: Callable[[Scenario], Job]
+    flowpipe: bool = False  # rows the issue's targets apply to
+    package: str | None = None  # distribution whose version is printed
+
+
+def fused(scenario: Scenario) -> Callable[[int], int]:
+    a, b, c, d = scenario.stages
+    return lambda x: d(c(b(a(x))))
+
+
+def prepare_loop(scenario: Scenario) -> Job:
+    a, b, c, d = scenario.stages
+    n = scenario.n
+    return lambda: [d(c(b(a(x)))) for x in range(n)]
+
+
+def prepare_queue_items(scenario: Scenario) -> Job:
+    stages, n, w = scenario.stages, scenario.n, scenario.workers
+    return lambda: run_queue_chain(stages, range(n), workers=w)
+
+
+def prepare_queue_lists(scenario: Scenario) -> Job:
+    stages, n, w = scenario.stages, scenario.n, scenario.workers
+    return lambda: run_queue_chain(stages, range(n), workers=w, chunk=LIST_CHUNK)
+
+
+def prepare_pypeln(scenario: Scenario) -> Job:
+    """``pl.thread.map`` chained, ``workers`` per stage; ``pl.thread.ordered`` when w > 1.
+
+    pypeln's thread stages emit in completion order; with one worker per stage
+    that is input order, with several it is not, so the chain ends with
+    ``ordered`` to give the same (ordered) result as every other peer.
+    """
+    import pypeln as pl
+
+    stages, n, w = scenario.stages, scenario.n, scenario.workers
+
+    def job() -> list[Any]:
+        s: Any = range(n)
+        for fn in stages:
+            s = pl.thread.map(fn, s, workers=w)
+        if w > 1:
+            s = pl.thread.ordered(s)
+        return list(s)
+
+    return job
+
+
+def prepare_mpire(scenario: Scenario) -> Job:
+    """One ``WorkerPool`` of threads running the four stages fused, ``map`` keeps order.
+
+    ``n_jobs`` is the number of threads a pipeline of the scenario gets
+    (4 stages x workers), so both sides have the same number of threads.
+    """
+    from mpire.pool import WorkerPool
+
+    fn, n, jobs = fused(scenario), scenario.n, scenario.threads
+
+    def job() -> list[Any]:
+        with WorkerPool(n_jobs=jobs, use_dill=False, start_method="threading") as pool:
+            return list(pool.map(fn, range(n)))
+
+    return job
+
+
+def flowpipe_pipeline(scenario: Scenario) -> Any:
+    from flowpipe import stage
+
+    a, b, c, d = (stage(fn, workers=scenario.workers) for fn in scenario.stages)
+    return a | b | c | d
+
+
+def prepare_flowpipe(scenario: Scenario) -> Job:
+    pipe, n = flowpipe_pipeline(scenario), scenario.n
+    return lambda: pipe.run(range(n))
+
+
+def prepare_flowpipe_gen(scenario: Scenario) -> Job:
+    """The same pipeline over a generator: a lazy source that cannot be sliced."""
+    pipe, n = flowpipe_pipeline(scenario), scenario.n
+    return lambda: pipe.run(x for x in range(n))
+
+
+LOOP = "loop"
+
+PEERS: tuple[Peer, ...] = (
+    Peer(LOOP, "plain loop", prepare_loop),
+    Peer("queue/1", "queue chain, 1/put", prepare_queue_items),
+    Peer("queue/64", f"queue chain, {LIST_CHUNK}/put", prepare_queue_lists),
+    Peer("pypeln", "pypeln thread", prepare_pypeln, package="pypeln"),
+    Peer("mpire", "mpire threads, fused", prepare_mpire, package="mpire"),
+    Peer("flowpipe", "flowpipe range()", prepare_flowpipe, flowpipe=True, package="flowpipe"),
+    Peer("flowpipe/gen", "flowpipe generator", prepare_flowpipe_gen, flowpipe=True),
+)
+
+BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire")
+
+
+def select_peers(keys: list[str] | None) -> list[Peer]:
+    """The peers named (the plain loop always: it is the reference output and baseline)."""
+    if not keys:
+        return list(PEERS)
+    known = {p.key for p in PEERS}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise SystemExit(
+            f"unknown peer(s): {', '.join(unknown)}; choose from {', '.join(p.key for p in PEERS)}"
+        )
+    return [p for p in PEERS if p.key == LOOP or p.key in keys]
+
+
+def prepare_all(scenario: Scenario, peers: list[Peer]) -> tuple[list[tuple[Peer, Job]], list[str]]:
+    """Jobs for every peer that can run here, and a note for each one skipped."""
+    jobs: list[tuple[Peer, Job]] = []
+    notes: list[str] = []
+    for peer in peers:
+        try:
+            jobs.append((peer, peer.prepare(scenario)))
+        except ImportError as exc:
+            notes.append(f"skipped {peer.key}: {exc} (install it: pip install -e '.[benchmarks]')")
+    return jobs, notes
+
+
+def version_of(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"

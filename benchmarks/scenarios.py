@@ -1,0 +1,169 @@
+"""The workloads: four stages over N items, and the targets the issue sets for them.
+
+Every scenario is a chain of exactly four one-to-one stage functions. Each
+implementation (see ``peers.py``) turns ``range(n)`` into the list
+``[d(c(b(a(x)))) for x in range(n)]``, in input order.
+
+- ``trivial``: every stage is ``x + 1``, one worker per stage. The work is
+  negligible, so this measures the per-item overhead of moving items between
+  stages.
+- ``sleep-w1`` / ``sleep-w4``: every stage sleeps 2 ms (I/O stand-in that
+  releases the GIL) and returns its input, with 1 or 4 workers per stage. This
+  measures how close an implementation gets to the ideal throughput of a
+  pipeline whose stages are all equally slow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Fn = Callable[[int], int]
+Stages = tuple[Fn, Fn, Fn, Fn]
+
+TRIVIAL_N = 200_000
+TRIVIAL_N_QUICK = 5_000
+SLEEP_N = 1_000
+SLEEP_N_QUICK = 40
+SLEEP_SECONDS = 0.002
+
+
+def inc1(x: int) -> int:
+    return x + 1
+
+
+def inc2(x: int) -> int:
+    return x + 1
+
+
+def inc3(x: int) -> int:
+    return x + 1
+
+
+def inc4(x: int) -> int:
+    return x + 1
+
+
+def nap1(x: int) -> int:
+    time.sleep(SLEEP_SECONDS)
+    return x
+
+
+def nap2(x: int) -> int:
+    time.sleep(SLEEP_SECONDS)
+    return x
+
+
+def nap3(x: int) -> int:
+    time.sleep(SLEEP_SECONDS)
+    return x
+
+
+def nap4(x: int) -> int:
+    time.sleep(SLEEP_SECONDS)
+    return x
+
+
+@dataclass(frozen=True)
+class Target:
+    """One goal from the issue: ``peer`` at least ``ratio`` times ``baseline``.
+
+    ``baseline`` is a peer key, ``"ideal"`` for the fraction of ideal
+    throughput, or ``"ideal/real"`` for the same with the ideal computed from
+    what ``time.sleep`` really takes here. ``strict`` means strictly ahead (ratio > 1, "ahead of").
+    """
+
+    baseline: str
+    ratio: float
+    strict: bool = False
+
+    def describe(self) -> str:
+        if self.baseline == "ideal":
+            return f">= {self.ratio:.0%} of ideal"
+        if self.baseline == "ideal/real":
+            return f">= {self.ratio:.0%} of ideal (real sleep)"
+        if self.strict:
+            return f"ahead of {self.baseline}"
+        return f">= {self.ratio:g}x {self.baseline}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    n: int
+    stages: Stages
+    workers: int
+    sleep_s: float = 0.0  # per item per stage; 0: no ideal time is defined
+    targets: tuple[Target, ...] = field(default=())
+
+    @property
+    def threads(self) -> int:
+        """Threads a pipeline of this scenario uses for its stages (4 x workers)."""
+        return len(self.stages) * self.workers
+
+    def ideal_seconds(self, stage_s: float | None = None) -> float | None:
+        """Ideal wall time: N items at ``workers`` per ``sleep_s``, plus filling the pipe.
+
+        ``stage_s`` replaces the nominal ``sleep_s`` by what one stage call really
+        takes here (``time.sleep`` overshoots by the timer slack).
+
+        The first item leaves after four stage times; from then on one item
+        leaves every ``sleep_s / workers`` seconds: ``n * sleep_s / workers``
+        for the stream plus ``3 * sleep_s`` to fill the pipe.
+        """
+        if not self.sleep_s:
+            return None
+        per_item = self.sleep_s if stage_s is None else stage_s
+        return (self.n / self.workers + len(self.stages) - 1) * per_item
+
+
+TRIVIAL_TARGETS = (
+    Target("queue/1", 10.0),
+    Target("loop", 0.2),
+    Target("pypeln", 4.0),
+    Target("mpire", 1.0, strict=True),
+)
+SLEEP_TARGETS = (Target("ideal", 0.95), Target("ideal/real", 0.95))
+
+
+def build_scenarios(quick: bool) -> list[Scenario]:
+    trivial_n = TRIVIAL_N_QUICK if quick else TRIVIAL_N
+    sleep_n = SLEEP_N_QUICK if quick else SLEEP_N
+    naps: Stages = (nap1, nap2, nap3, nap4)
+    return [
+        Scenario(
+            "trivial",
+            f"4 stages x+1, {trivial_n:_} ints, 1 worker each (per-item overhead)",
+            trivial_n,
+            (inc1, inc2, inc3, inc4),
+            workers=1,
+            targets=TRIVIAL_TARGETS,
+        ),
+        *(
+            Scenario(
+                f"sleep-w{w}",
+                f"4 stages sleep({SLEEP_SECONDS}), {sleep_n:_} items, {w} worker(s) each",
+                sleep_n,
+                naps,
+                workers=w,
+                sleep_s=SLEEP_SECONDS,
+                targets=SLEEP_TARGETS,
+            )
+            for w in (1, 4)
+        ),
+    ]
+
+
+def select(scenarios: list[Scenario], names: list[str] | None) -> list[Scenario]:
+    """Scenarios named exactly, or by family (``sleep`` picks ``sleep-w1`` and ``sleep-w4``)."""
+    if not names:
+        return scenarios
+    known = {s.name for s in scenarios} | {s.name.split("-")[0] for s in scenarios}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(
+            f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(sorted(known))}"
+        )
+    return [s for s in scenarios if s.name in names or s.name.split("-")[0] in names]
