@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -68,6 +69,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def revision() -> str:
+    """The checkout's commit, with "+changes" when flowpipe/ differs from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    return commit + (
+        " +changes in flowpipe/" if git("status", "--porcelain", "../flowpipe") else ""
+    )
+
+
 def header(argv: Sequence[str], repeat: int, quick: bool) -> str:
     versions = ", ".join(f"{p} {version_of(p)}" for p in ("flowpipe", "pypeln", "mpire"))
     return "\n".join(
@@ -78,7 +95,7 @@ def header(argv: Sequence[str], repeat: int, quick: bool) -> str:
             f"date: {time.strftime('%Y-%m-%d %H:%M')}; repeats: {repeat}{' (quick)' if quick else ''}",
             f"python {platform.python_version()} ({platform.python_implementation()}), "
             f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-            f"versions: {versions}",
+            f"versions: {versions}; flowpipe revision {revision()}",
             "throughput = items through all 4 stages per second, wall time of the whole run "
             "(threads started and stopped included); ratios compare medians",
         ]

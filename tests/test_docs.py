@@ -39,6 +39,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+PYTHON_LANGS = ("python", "py")
 OUTPUT_LANGS = ("text", "mermaid")
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)")
@@ -103,8 +104,10 @@ def _fenced_blocks(text: str) -> Iterator[_Fenced]:
 def parse_page(path: Path) -> list[Block]:
     """The python blocks of a markdown page, each with its skip flag and expected output."""
     blocks: list[Block] = []
+    previous_lang = ""
     for fenced in _fenced_blocks(path.read_text(encoding="utf-8")):
-        if fenced.lang in ("python", "py"):
+        after_python, previous_lang = previous_lang in PYTHON_LANGS, fenced.lang
+        if fenced.lang in PYTHON_LANGS:
             blocks.append(
                 Block(
                     path,
@@ -116,9 +119,8 @@ def parse_page(path: Path) -> list[Block]:
             )
         elif (
             fenced.lang in OUTPUT_LANGS
+            and after_python
             and fenced.blank_gap_only
-            and blocks
-            and blocks[-1].expected is None
             and not blocks[-1].hidden
         ):
             blocks[-1].expected = fenced.body
@@ -211,7 +213,8 @@ def test_parse_page_reads_skip_setup_and_expected_output(tmp_path: Path) -> None
         "<!-- setup\n```python\nhidden = 1\n```\n-->\n\n"
         "```python\nprint(hidden)\n```\n\n```text\n1\n```\n\n"
         "<!-- skip: needs a camera -->\n```python\nopen_camera()\n```\n\n"
-        "Prose between.\n\n```python\nx = 2\n```\n\nMore prose.\n\n```text\nnot output\n```\n",
+        "Prose between.\n\n```python\nx = 2\n```\n\nMore prose.\n\n```text\nnot output\n```\n"
+        "```python\ny = 3\n```\n```bash\nls\n```\n```text\nnot output either\n```\n",
         encoding="utf-8",
     )
     blocks = parse_page(page)
@@ -220,8 +223,9 @@ def test_parse_page_reads_skip_setup_and_expected_output(tmp_path: Path) -> None
         ("print(hidden)\n", False, False, "1\n"),
         ("open_camera()\n", True, False, None),
         ("x = 2\n", False, False, None),
+        ("y = 3\n", False, False, None),
     ]
-    assert [b.line for b in blocks] == [5, 10, 19, 25]
+    assert [b.line for b in blocks][:4] == [5, 10, 19, 25]
 
 
 @pytest.mark.parametrize(

@@ -237,15 +237,11 @@ class SliceCaller:
                     continue
                 return []
             if len(outputs) != len(items):
-                raise StageError(
-                    self.label,
-                    offset,
-                    items,
-                    cause=ValueError(
-                        f"a batch function must return one output per input: "
-                        f"got {len(outputs)} outputs for {len(items)} inputs"
-                    ),
+                problem = ValueError(
+                    f"a batch function must return one output per input: "
+                    f"got {len(outputs)} outputs for {len(items)} inputs"
                 )
+                raise StageError(self.label, offset, items, cause=problem) from problem
             return outputs
 
     def _recover(

@@ -167,6 +167,7 @@ class Run(Generic[Out]):
 
     def close(self) -> None:
         """Stop every worker now (outputs not yet read are discarded)."""
+        self._buffer, self._pos = [], 0  # outputs not yet read are discarded
         if not self._closed:
             self._state.stop()
             self._finish()
