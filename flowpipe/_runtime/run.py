@@ -22,7 +22,7 @@ from .._dsl.pipeline import Pipeline
 from .._errors import GraphError
 from .._observe.counters import WorkerCounters
 from .._observe.stats import RunStats, StageStats, combine
-from .._plan.plan import FanOutNode, Node, Plan, compile_plan
+from .._plan.plan import FanOutNode, Node, Plan, StageNode, compile_plan
 from .._transport.buffer import Aborted, Channel
 from .base import Backend, Worker, get_backend
 from .engine import MAX_SLICE, Emitter, RunState, StageRun, feed_source, join_rows
@@ -217,6 +217,8 @@ def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
         return first.label, first.stage.make_callable()
     if source is None:
         raise GraphError("this pipeline needs a source: pipe.run(items), or items | pipe")
+    if not isinstance(source, Iterable):
+        raise GraphError(f"a source must be iterable, got {type(source).__name__}: {source!r:.60}")
     return "source", lambda: source
 
 
@@ -231,7 +233,12 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
     label, open_source = _opener(plan, source)
     steps = plan.steps[1:] if plan.source_stage is not None else plan.steps
     state = RunState()
-    output = state.channel(None, name="output")
+    # The hand-over to the caller is as large as the last stage's own buffer, so a
+    # small explicit ``buffer=`` bounds what is read ahead of a slow consumer.
+    last = plan.steps[-1]
+    output = state.channel(
+        last.stage.options.buffer if isinstance(last, StageNode) else None, name="output"
+    )
     builder = _Builder(plan, state)
     source_counters = WorkerCounters()
     try:

@@ -1,0 +1,246 @@
+"""Leaving a run early, infinite sources and backpressure, on every backend.
+
+"Stopped" means every thread and child process the run started is gone within
+``STOP_WITHIN`` seconds; the suite-wide leak fixture checks the same after each test.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import multiprocessing
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+import flowpipe
+from flowpipe import stage
+
+STOP_WITHIN = 2.0  # "within about a second", with slack for a loaded machine
+GATE_TIMEOUT = 10.0
+
+
+def still_running(threads_before: set[threading.Thread]) -> list[str]:
+    """Join what the run started (threads, child processes); name whatever outlives the deadline."""
+    deadline = time.monotonic() + STOP_WITHIN
+    for t in set(threading.enumerate()) - threads_before:
+        t.join(max(0.0, deadline - time.monotonic()))
+    for p in multiprocessing.active_children():
+        p.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    return left + [f"process {p.pid}" for p in multiprocessing.active_children()]
+
+
+class Source:
+    """An infinite source that counts what was pulled and notices being closed."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Iterator[int]:
+        try:
+            for i in itertools.count():
+                self.pulled += 1
+                yield i
+        finally:
+            self.closed.set()
+
+
+def test_break_stops_every_worker_and_closes_the_source(backend: str) -> None:
+    source = Source()
+    before = set(threading.enumerate())
+    pipe = stage(lambda x: x * 2, workers=3) | stage(lambda x: x + 1)
+    seen = []
+    for y in pipe.iter(source, backend=backend):
+        seen.append(y)
+        if len(seen) == 20:
+            break
+    assert seen == [x * 2 + 1 for x in range(20)]
+    assert still_running(before) == []
+    assert source.closed.wait(GATE_TIMEOUT)
+
+
+def test_break_out_of_a_bound_pipeline_stops_everything(backend: str) -> None:
+    source = Source()
+    before = set(threading.enumerate())
+    for y in (source | stage(lambda x: x, workers=2)).iter(backend=backend):
+        if y == 10:
+            break
+    assert still_running(before) == []
+    assert source.closed.wait(GATE_TIMEOUT)
+
+
+def test_close_stops_everything_and_ends_iteration(backend: str) -> None:
+    source = Source()
+    before = set(threading.enumerate())
+    run = (stage(lambda x: x) | stage(lambda x: x, workers=2)).iter(source, backend=backend)
+    assert [next(run) for _ in range(3)] == [0, 1, 2]
+    run.close()
+    assert still_running(before) == []
+    assert source.closed.wait(GATE_TIMEOUT)
+    run.close()  # closing twice is harmless
+
+
+def test_a_closed_run_yields_nothing_more(backend: str) -> None:
+    run = stage(lambda x: x).iter(itertools.count(), backend=backend)
+    assert next(run) == 0
+    run.close()
+    assert list(run) == []  # outputs not yet read are discarded
+
+
+def test_leaving_the_with_block_stops_everything(backend: str) -> None:
+    source = Source()
+    before = set(threading.enumerate())
+    with stage(lambda x: x, workers=4).iter(source, backend=backend) as run:
+        assert next(run) == 0
+    assert still_running(before) == []
+    assert source.closed.wait(GATE_TIMEOUT)
+
+
+def test_a_garbage_collected_run_stops_everything(backend: str) -> None:
+    source = Source()
+    before = set(threading.enumerate())
+    run = (stage(lambda x: x + 1, workers=2) | stage(lambda x: x)).iter(source, backend=backend)
+    assert next(run) == 1
+    del run
+    gc.collect()
+    assert still_running(before) == []
+    assert source.closed.wait(GATE_TIMEOUT)
+
+
+def test_keyboard_interrupt_in_the_consuming_loop_stops_everything(backend: str) -> None:
+    source = Source()
+    before = set(threading.enumerate())
+
+    def consume() -> None:
+        for y in stage(lambda x: x, workers=2).iter(source, backend=backend):
+            if y == 5:
+                raise KeyboardInterrupt  # as Ctrl-C would, in the loop's body
+
+    with pytest.raises(KeyboardInterrupt):
+        consume()
+    assert still_running(before) == []
+    assert source.closed.wait(GATE_TIMEOUT)
+
+
+def _blocked_in_run_next(frame: FrameType | None) -> bool:
+    """True when the main thread waits inside ``Run.__next__``, below flowpipe's own code."""
+    if frame is None:
+        return False
+    innermost_outside = "flowpipe" not in frame.f_code.co_filename.replace("\\", "/").split("/")
+    while frame is not None:
+        if frame.f_code.co_name == "__next__" and isinstance(
+            frame.f_locals.get("self"), flowpipe.Run
+        ):
+            return innermost_outside
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
+def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str) -> None:
+    """A real SIGINT while the caller is blocked in ``next()``, the stage stuck in user code."""
+    assert threading.current_thread() is threading.main_thread()
+    main = threading.main_thread().ident
+    assert main is not None
+    sent = threading.Event()
+
+    def interrupt_when_blocked() -> None:
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while time.monotonic() < deadline:
+            if _blocked_in_run_next(sys._current_frames().get(main)):
+                signal.pthread_kill(main, signal.SIGINT)
+                sent.set()
+                return
+            time.sleep(0.001)  # polls a condition; no timing is assumed
+
+    release = threading.Event()
+
+    @stage
+    def stuck(x: int) -> int:
+        if x == 1:
+            release.wait(GATE_TIMEOUT)  # the caller waits for this output
+        return x
+
+    before = set(threading.enumerate())
+    run = stuck.iter(itertools.count(), backend=backend)
+    interrupter = threading.Thread(target=interrupt_when_blocked, name="test-interrupter")
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in run:
+                pass
+    finally:
+        release.set()
+        interrupter.join()
+    assert sent.is_set()
+    # ``run`` is still referenced: the interrupt itself must have stopped the run
+    left = still_running(before | {interrupter})
+    assert left == []
+    del run
+
+
+# -- infinite sources and backpressure ------------------------------------------------
+
+
+def test_an_infinite_source_with_iter(backend: str) -> None:
+    pipe = stage(lambda x: x * x, workers=2) | stage(lambda x: x + 1)
+    with pipe.iter(itertools.count(), backend=backend) as run:
+        assert list(itertools.islice(run, 1000)) == [x * x + 1 for x in range(1000)]
+
+
+def test_a_slow_consumer_bounds_what_is_read_from_the_source(backend: str) -> None:
+    """Backpressure: the source is never read far ahead of what the caller consumed."""
+    source = Source()
+    pipe = stage(lambda x: x + 1, buffer=4) | stage(lambda x: x, buffer=4, workers=2)
+    consumed = 0
+    ahead = []
+    with pipe.iter(source, backend=backend) as run:
+        for y in run:
+            assert y == consumed + 1
+            consumed += 1
+            ahead.append(source.pulled - consumed)
+            time.sleep(0.0005)  # a slow consumer: gives the source time to run ahead
+            if consumed == 300:
+                break
+    assert max(ahead) < 1000, max(ahead)
+
+
+def test_a_slow_stage_bounds_what_is_read_from_the_source(backend: str) -> None:
+    """Backpressure through a stage that waits for the test: the source stops, then resumes."""
+    source = Source()
+    release = threading.Event()
+
+    @stage(buffer=4)
+    def gated(x: int) -> int:
+        if x == 0:
+            release.wait(GATE_TIMEOUT)
+        return x
+
+    pipe = stage(lambda x: x, buffer=4) | gated
+    with pipe.iter(source, backend=backend) as run:
+        pulled_while_blocked = []
+        # While ``gated`` is held, the source can only fill the bounded buffers.
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:  # the bound must hold however long we look
+            pulled_while_blocked.append(source.pulled)
+            time.sleep(0.01)
+        release.set()
+        assert list(itertools.islice(run, 100)) == list(range(100))
+    assert max(pulled_while_blocked) < 1000, max(pulled_while_blocked)
+
+
+def test_reading_ten_outputs_of_an_infinite_source_reads_a_bounded_prefix(backend: str) -> None:
+    source = Source()
+    pipe = stage(lambda x: x, buffer=2) | stage(lambda x: x, buffer=2)
+    with pipe.iter(source, backend=backend) as run:
+        assert list(itertools.islice(run, 10)) == list(range(10))
+        time.sleep(0.1)  # the consumer pauses: an unbounded pipeline would read far ahead now
+        pulled = source.pulled
+    assert pulled < 1000, pulled
