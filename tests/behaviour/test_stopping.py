@@ -9,11 +9,13 @@ from __future__ import annotations
 import gc
 import itertools
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -129,47 +131,79 @@ def test_keyboard_interrupt_in_the_consuming_loop_stops_everything(backend: str)
     assert source.closed.wait(GATE_TIMEOUT)
 
 
-def _blocked_in_run_next(frame: FrameType | None) -> bool:
-    """True when the main thread waits inside ``Run.__next__``, below flowpipe's own code."""
-    if frame is None:
-        return False
-    innermost_outside = "flowpipe" not in frame.f_code.co_filename.replace("\\", "/").split("/")
+class FileGate:
+    """A gate the test opens and stages wait on, wherever they run (thread, process, actor).
+
+    Only a path travels to the worker. ``wait`` polls for the file: the poll is a
+    condition check, not a guess at how long anything takes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def open(self) -> None:
+        Path(self.path).touch()
+
+    def wait(self, timeout: float = GATE_TIMEOUT) -> bool:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+
+def _run_methods_on_stack(frame: FrameType | None) -> list[str]:
+    """Names of the ``flowpipe.Run`` methods a thread is inside, innermost first."""
+    names = []
     while frame is not None:
-        if frame.f_code.co_name == "__next__" and isinstance(
-            frame.f_locals.get("self"), flowpipe.Run
-        ):
-            return innermost_outside
+        if isinstance(frame.f_locals.get("self"), flowpipe.Run):
+            names.append(frame.f_code.co_name)
         frame = frame.f_back
-    return False
+    return names
+
+
+def _outside_flowpipe(frame: FrameType | None) -> bool:
+    """True when a thread's innermost frame is not flowpipe's code (it waits in a lock, a pipe)."""
+    package = os.path.dirname(os.path.abspath(flowpipe.__file__))
+    return frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(package)
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
-def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str) -> None:
-    """A real SIGINT while the caller is blocked in ``next()``, the stage stuck in user code."""
+def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str, tmp_path: Path) -> None:
+    """A real SIGINT while the caller is blocked in ``next()`` and a stage is busy."""
     assert threading.current_thread() is threading.main_thread()
     main = threading.main_thread().ident
     assert main is not None
     sent = threading.Event()
+    gate = FileGate(tmp_path / "gate")
 
     def interrupt_when_blocked() -> None:
         deadline = time.monotonic() + GATE_TIMEOUT
-        while time.monotonic() < deadline:
-            if _blocked_in_run_next(sys._current_frames().get(main)):
-                signal.pthread_kill(main, signal.SIGINT)
+        while time.monotonic() < deadline:  # polls a condition; no timing is assumed
+            frame = sys._current_frames().get(main)
+            if "__next__" in _run_methods_on_stack(frame) and _outside_flowpipe(frame):
+                signal.pthread_kill(main, signal.SIGINT)  # blocked below Run.__next__
                 sent.set()
-                return
-            time.sleep(0.001)  # polls a condition; no timing is assumed
-
-    release = threading.Event()
+                break
+            time.sleep(0.001)
+        # Let the busy stage finish once the interrupt is being handled (the run is
+        # closing, or has left next()): user code in a thread cannot be killed.
+        while time.monotonic() < deadline:
+            methods = _run_methods_on_stack(sys._current_frames().get(main))
+            if "close" in methods or "__next__" not in methods:
+                break
+            time.sleep(0.001)
+        gate.open()
 
     @stage
-    def stuck(x: int) -> int:
+    def busy(x: int) -> int:
         if x == 1:
-            release.wait(GATE_TIMEOUT)  # the caller waits for this output
+            gate.wait()  # the caller waits for this output
         return x
 
     before = set(threading.enumerate())
-    run = stuck.iter(itertools.count(), backend=backend)
+    run = busy.iter(itertools.count(), backend=backend)
     interrupter = threading.Thread(target=interrupt_when_blocked, name="test-interrupter")
     interrupter.start()
     try:
@@ -177,12 +211,11 @@ def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str) -> No
             for _ in run:
                 pass
     finally:
-        release.set()
+        gate.open()
         interrupter.join()
     assert sent.is_set()
     # ``run`` is still referenced: the interrupt itself must have stopped the run
-    left = still_running(before | {interrupter})
-    assert left == []
+    assert still_running(before | {interrupter}) == []
     del run
 
 
@@ -212,15 +245,15 @@ def test_a_slow_consumer_bounds_what_is_read_from_the_source(backend: str) -> No
     assert max(ahead) < 1000, max(ahead)
 
 
-def test_a_slow_stage_bounds_what_is_read_from_the_source(backend: str) -> None:
+def test_a_slow_stage_bounds_what_is_read_from_the_source(backend: str, tmp_path: Path) -> None:
     """Backpressure through a stage that waits for the test: the source stops, then resumes."""
     source = Source()
-    release = threading.Event()
+    gate = FileGate(tmp_path / "gate")
 
     @stage(buffer=4)
     def gated(x: int) -> int:
         if x == 0:
-            release.wait(GATE_TIMEOUT)
+            gate.wait()
         return x
 
     pipe = stage(lambda x: x, buffer=4) | gated
@@ -231,7 +264,7 @@ def test_a_slow_stage_bounds_what_is_read_from_the_source(backend: str) -> None:
         while time.monotonic() < deadline:  # the bound must hold however long we look
             pulled_while_blocked.append(source.pulled)
             time.sleep(0.01)
-        release.set()
+        gate.open()
         assert list(itertools.islice(run, 100)) == list(range(100))
     assert max(pulled_while_blocked) < 1000, max(pulled_while_blocked)
 
