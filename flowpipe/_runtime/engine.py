@@ -18,6 +18,7 @@ import functools
 import inspect
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -162,6 +163,36 @@ class Reorderer:
                 self.room.release()
 
 
+class WindowTaker:
+    """Turns a stage's input stream into sliding windows, shared by the stage's workers.
+
+    The first window is the first ``size`` items; then one every ``stride`` items.
+    The lock keeps window state and the channel's slice numbering in one order.
+    """
+
+    def __init__(self, channel: Channel, size: int, stride: int) -> None:
+        self.channel = channel
+        self.size = size
+        self.stride = stride
+        self.recent: deque[Any] = deque(maxlen=size)
+        self.seen = 0
+        self.lock = threading.Lock()
+
+    def take(self, max_n: int, min_n: int = 1, timeout: float | None = None) -> Any:
+        with self.lock:
+            got = self.channel.take(max_n, min_n, timeout)
+            if got is None:
+                return None
+            seq, offset, items = got
+            windows: list[Any] = []
+            for x in items:
+                self.recent.append(x)
+                self.seen += 1
+                if self.seen >= self.size and (self.seen - self.size) % self.stride == 0:
+                    windows.append(tuple(self.recent))
+            return seq, offset, windows
+
+
 class SliceSizer:
     """Adapts how many items a worker takes at once to the measured cost per item."""
 
@@ -173,6 +204,8 @@ class SliceSizer:
         self.cost = 0.0
 
     def update(self, n: int, seconds: float) -> None:
+        if n == 0:  # a window stage may take items that complete no window yet
+            return
         per_item = seconds / n
         self.cost = per_item if self.cost == 0.0 else 0.7 * self.cost + 0.3 * per_item
         wanted = int(SLICE_TARGET_SECONDS / self.cost) if self.cost > 0 else self.limit
@@ -280,6 +313,7 @@ class StageRun:
         room = state.gate(2 * opts.workers + 2) if ordered_many else None
         self.reorderer = Reorderer(emitter, room) if room is not None else None
         self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
+        self.take = WindowTaker(inp, opts.window, opts.stride).take if opts.window else inp.take
         self._live = len(self.counters)
         self._lock = threading.Lock()
 
@@ -316,7 +350,7 @@ class StageRun:
             caller = SliceCaller(self.node, fn, counters)
             sizer = SliceSizer(MAX_SLICE)
             batch, timeout = opts.batch, opts.batch_timeout
-            reorderer, take, clock = self.reorderer, self.inp.take, time.perf_counter
+            reorderer, take, clock = self.reorderer, self.take, time.perf_counter
             while True:
                 if reorderer is not None:
                     reorderer.room.acquire()

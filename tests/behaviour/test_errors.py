@@ -394,3 +394,36 @@ def test_retries_of_a_batch(backend: str) -> None:
 
     out = stage(FlakyBatch, batch=3, retries=1)().run(range(10), backend=backend)
     assert out == [x + 1 for x in range(10)]
+
+
+# -- misuse at call time: refused before anything starts ----------------------------------
+
+
+def test_a_bound_pipeline_refuses_a_second_source(backend: str) -> None:
+    bound = [1, 2] | stage(lambda x: x)
+    with pytest.raises(TypeError, match="source"):
+        bound.run([3], backend=backend)
+
+
+def test_a_pipeline_without_a_source_refuses_to_run(backend: str) -> None:
+    with pytest.raises(TypeError, match="source"):
+        stage(lambda x: x).run(backend=backend)
+
+
+def test_a_source_stage_refuses_a_source(backend: str) -> None:
+    @stage
+    def camera() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match="camera"):
+        (camera | stage(lambda x: x)).run([1, 2], backend=backend)
+
+
+def test_an_unknown_run_option_is_refused(backend: str) -> None:
+    with pytest.raises(TypeError, match="bogus"):
+        stage(lambda x: x).run([1], backend=backend, bogus=True)
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="gpu"):
+        stage(lambda x: x).run([1], backend="gpu")

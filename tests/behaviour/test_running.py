@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 from flowpipe import merge, stage
+
+GATE_TIMEOUT = 10.0  # seconds a gate waits before failing the test
 
 
 def test_run_returns_every_output_in_input_order(backend: str) -> None:
@@ -270,6 +273,52 @@ def test_batch_with_workers_keeps_order(backend: str) -> None:
 def test_batches_between_other_stages(backend: str) -> None:
     pipe = stage(lambda x: x + 1) | stage(lambda xs: [sum(xs)] * len(xs), batch=3)
     assert pipe.run(range(7), backend=backend) == [6, 6, 6, 15, 15, 15, 7]
+
+
+def test_batch_timeout_sends_a_partial_batch_while_the_source_waits(backend: str) -> None:
+    """The source holds its 4th item until three outputs arrived: only a timeout gets them out."""
+    three_out = threading.Event()
+
+    def trickle() -> Iterator[int]:
+        yield from (1, 2, 3)
+        if not three_out.wait(GATE_TIMEOUT):
+            raise TimeoutError("the partial batch was never sent")
+        yield 4
+
+    @stage(batch=10, batch_timeout=0.05)
+    def echo(xs: list[int]) -> list[int]:
+        return xs
+
+    got = []
+    for y in echo.iter(trickle(), backend=backend):
+        got.append(y)
+        if len(got) == 3:
+            three_out.set()
+    assert got == [1, 2, 3, 4]
+
+
+# -- windows -------------------------------------------------------------------------------
+
+
+def test_a_window_stage_is_called_with_the_last_items(backend: str) -> None:
+    @stage(window=3)
+    def moving_sum(last3: tuple[int, ...]) -> int:
+        return sum(last3)
+
+    @stage(window=3)
+    def shown(last3: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(last3)
+
+    assert moving_sum.run(range(6), backend=backend) == [3, 6, 9, 12]
+    assert shown.run(range(5), backend=backend) == [(0, 1, 2), (1, 2, 3), (2, 3, 4)]
+
+
+def test_a_window_with_a_stride(backend: str) -> None:
+    @stage(window=3, stride=2)
+    def shown(last3: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(last3)
+
+    assert shown.run(range(8), backend=backend) == [(0, 1, 2), (2, 3, 4), (4, 5, 6)]
 
 
 # -- joins -----------------------------------------------------------------------------------

@@ -277,3 +277,70 @@ def test_reading_ten_outputs_of_an_infinite_source_reads_a_bounded_prefix(backen
         time.sleep(0.1)  # the consumer pauses: an unbounded pipeline would read far ahead now
         pulled = source.pulled
     assert pulled < 1000, pulled
+
+
+def test_a_slow_item_holds_back_a_bounded_number_of_later_ones(
+    backend: str, tmp_path: Path
+) -> None:
+    """ordered=True with workers: while item 0 is held, later work piles up only to a bound."""
+    source = Source()
+    gate = FileGate(tmp_path / "gate")
+
+    @stage(workers=4, buffer=4)
+    def first_is_slow(x: int) -> int:
+        if x == 0:
+            gate.wait()
+        return x
+
+    with first_is_slow.iter(source, backend=backend) as run:
+        pulled_while_held = []
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:  # the bound must hold however long we look
+            pulled_while_held.append(source.pulled)
+            time.sleep(0.01)
+        gate.open()
+        assert list(itertools.islice(run, 200)) == list(range(200))
+    assert max(pulled_while_held) < 200, max(pulled_while_held)
+
+
+# -- dropping overflow: nothing lost silently --------------------------------------------
+
+
+def _dropping_run(backend: str, overflow: str, gate: FileGate, n: int) -> tuple[list[int], int]:
+    """Run a stage whose first call waits until the whole source was offered to it."""
+
+    def offered() -> Iterator[int]:
+        yield from range(n)
+        gate.open()  # every item was put (or dropped): now let the stage go on
+
+    class HeldFirst:
+        def __init__(self) -> None:
+            self.first = True
+
+        def __call__(self, x: int) -> int:
+            if self.first:
+                self.first = False
+                gate.wait()
+            return x
+
+    with stage(HeldFirst, buffer=2, overflow=overflow, name="held")().iter(
+        offered(), backend=backend
+    ) as run:
+        out = list(run)
+    return out, run.stats["held"].dropped
+
+
+def test_drop_oldest_keeps_the_newest_and_counts_the_dropped(backend: str, tmp_path: Path) -> None:
+    out, dropped = _dropping_run(backend, "drop_oldest", FileGate(tmp_path / "gate"), 200)
+    assert len(out) + dropped == 200  # every input is an output or counted as dropped
+    assert dropped >= 200 - 2 - 1 - 1  # the buffer, the item in hand, one in the feeder
+    assert out == sorted(out)
+    assert out[-1] == 199  # the newest item is never the one dropped
+
+
+def test_drop_newest_keeps_the_oldest_and_counts_the_dropped(backend: str, tmp_path: Path) -> None:
+    out, dropped = _dropping_run(backend, "drop_newest", FileGate(tmp_path / "gate"), 200)
+    assert len(out) + dropped == 200
+    assert dropped >= 200 - 2 - 1 - 1
+    assert out == sorted(out)
+    assert out[0] == 0  # the first item always finds room
