@@ -29,7 +29,12 @@ def rate(x: float) -> str:
 
 
 def ratio(x: float) -> str:
-    return f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+    """A ratio with about three significant digits: 221x, 15.0x, 0.35x, 0.0045x."""
+    if x >= 100:
+        return f"{x:.0f}x"
+    if x >= 10:
+        return f"{x:.1f}x"
+    return f"{x:.2f}x" if x >= 0.1 else f"{x:.2g}x"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -24,6 +24,7 @@ from ._dsl.stage import stage as stage
 from ._errors import FlowpipeError as FlowpipeError
 from ._errors import GraphError as GraphError
 from ._errors import RunClosed as RunClosed
+from ._errors import RunOptionError as RunOptionError
 from ._errors import StageError as StageError
 from ._errors import StageOptionError as StageOptionError
 from ._errors import WorkerCrashed as WorkerCrashed
@@ -39,6 +40,7 @@ __all__ = (
     "Pipeline",
     "Run",
     "RunClosed",
+    "RunOptionError",
     "RunStats",
     "Stage",
     "StageClass",

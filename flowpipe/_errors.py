@@ -47,6 +47,10 @@ class GraphError(FlowpipeError, TypeError):
     """Raised when pieces cannot be composed into a pipeline, or a run is called wrongly."""
 
 
+class RunOptionError(FlowpipeError, ValueError):
+    """A bad argument to ``run``/``iter``/``start``: an unknown backend or option."""
+
+
 class RunClosed(FlowpipeError):
     """Raised by ``put``/``get`` on a live run that was closed or has failed."""
 
@@ -65,6 +69,8 @@ class StageError(FlowpipeError):
     ``stage`` is the stage's name (``"source"`` for the input iterator), ``index``
     the position of the failing item among that stage's inputs (for a batch, the
     first item of the batch), ``item`` the input itself (``None`` for the source).
+    For a source stage (``yielded=True``) ``index`` counts the items it yielded
+    before it failed.
     """
 
     def __init__(
@@ -75,12 +81,18 @@ class StageError(FlowpipeError):
         *,
         cause: BaseException | None = None,
         remote_traceback: str | None = None,
+        yielded: bool = False,
     ) -> None:
         self.stage = stage
         self.index = index
         self.item = item
         self.remote_traceback = remote_traceback
-        where = "" if index is None else f" at input #{index} ({_short_repr(item)})"
+        if index is None:
+            where = ""
+        elif yielded:  # a source stage has no input: say how far it got
+            where = f" after yielding {index} item{'s' * (index != 1)}"
+        else:
+            where = f" at input #{index} ({_short_repr(item)})"
         what = "" if cause is None else f": {type(cause).__name__}: {cause}"
         message = f"stage {stage!r} failed{where}{what}"
         if remote_traceback:

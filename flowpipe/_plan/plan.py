@@ -7,7 +7,7 @@ from typing import Any
 
 from .._dsl.pipeline import FanOut, Pipeline
 from .._dsl.stage import Stage
-from .._errors import GraphError
+from .._errors import GraphError, RunOptionError
 
 BACKENDS = ("thread", "process", "ray")
 
@@ -79,7 +79,7 @@ def compile_plan(pipe: Pipeline[Any, Any], backend: str) -> Plan:
     """Lower ``pipe`` for a run whose default backend is ``backend``."""
     if backend not in BACKENDS:
         choices = ", ".join(repr(b) for b in BACKENDS)
-        raise ValueError(f"backend={backend!r}: expected one of {choices}")
+        raise RunOptionError(f"backend={backend!r}: expected one of {choices}")
     if not pipe.steps:
         raise GraphError("cannot run an empty pipeline")
     lowering = _Lowering(backend)

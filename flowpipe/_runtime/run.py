@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from .._dsl.compose import NO_SOURCE
 from .._dsl.pipeline import Pipeline
-from .._errors import GraphError
+from .._errors import GraphError, RunOptionError
 from .._observe.counters import WorkerCounters
 from .._observe.stats import RunStats, StageStats, combine
 from .._plan.plan import FanOutNode, Node, Plan, StageNode, compile_plan
@@ -224,7 +224,10 @@ def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
 
 def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: Any) -> Run[Out]:
     if options:
-        raise TypeError(f"unknown run option(s): {', '.join(sorted(options))}")
+        given = ", ".join(f"{k}={v!r:.40}" for k, v in sorted(options.items()))
+        raise RunOptionError(
+            f"unknown run option(s): {given}; run/iter take the source and backend="
+        )
     if source is NO_SOURCE:
         source = pipe.source
     elif pipe.source is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flowpipe import FlowpipeError, StageError, stage
+from flowpipe import FlowpipeError, RunOptionError, StageError, stage
 
 
 class Journal:
@@ -213,6 +213,23 @@ def test_a_source_stage_raising_is_a_stage_error_naming_it(backend: str) -> None
         (camera | stage(lambda x: x)).run(backend=backend)
     assert info.value.stage == "camera"
     assert type(info.value.__cause__) is Unusual
+    assert "after yielding 1 item:" in str(info.value)
+    assert info.value.index == 1
+
+
+@pytest.mark.parametrize("good", [3, 5000])  # 5000: long enough to be read in chunks
+def test_a_source_stage_error_counts_what_it_yielded(backend: str, good: int) -> None:
+    seen: list[int] = []
+
+    @stage
+    def reader() -> Iterator[int]:
+        yield from range(good)
+        raise Unusual(good)
+
+    with pytest.raises(StageError, match=f"after yielding {good} items") as info:
+        seen.extend((reader | stage(lambda x: x)).iter(backend=backend))
+    assert info.value.index == good
+    assert seen == list(range(len(seen)))  # whatever came out came in order
 
 
 def test_a_stage_error_crosses_pickling(backend: str) -> None:
@@ -420,10 +437,10 @@ def test_a_source_stage_refuses_a_source(backend: str) -> None:
 
 
 def test_an_unknown_run_option_is_refused(backend: str) -> None:
-    with pytest.raises(TypeError, match="bogus"):
+    with pytest.raises(RunOptionError, match="bogus=True"):
         stage(lambda x: x).run([1], backend=backend, bogus=True)
 
 
 def test_an_unknown_backend_is_refused() -> None:
-    with pytest.raises(ValueError, match="gpu"):
+    with pytest.raises(RunOptionError, match="gpu"):
         stage(lambda x: x).run([1], backend="gpu")
