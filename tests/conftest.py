@@ -1,14 +1,19 @@
-"""Suite-wide guards: every test must leave no thread behind; backends are a fixture."""
+"""Suite-wide guards: every test must leave no thread, child process or shared-memory
+segment behind; backends are a fixture."""
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-BACKENDS = ["thread"]  # the process and Ray issues add theirs here
+BACKENDS = ["thread", "process"]  # the Ray issue adds its own here
+SHM_DIR = "/dev/shm"
+SHM_PREFIX = f"fp{os.getpid()}"  # flowpipe's segments of this test process's runs
 
 
 @pytest.fixture(params=BACKENDS)
@@ -17,17 +22,52 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def child_pids() -> set[int]:
+    """Live (not zombie) processes whose parent is this process (Linux ``/proc``)."""
+    me = os.getpid()
+    found: set[int] = set()
+    if not os.path.isdir("/proc"):
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == me and state != "Z":
+            found.add(int(entry))
+    return found
+
+
+def shm_segments() -> set[str]:
+    if not os.path.isdir(SHM_DIR):
+        return set()
+    return {n for n in os.listdir(SHM_DIR) if n.startswith(SHM_PREFIX)}
+
+
 @pytest.fixture(autouse=True)
-def no_leftover_threads() -> Iterator[None]:
-    """Fail any test that leaves a thread running once it is over.
+def nothing_left_behind() -> Iterator[None]:
+    """Fail any test that leaves a thread, a child process or a segment once it is over.
 
     Runs are expected to join their workers when they end or are closed; the
-    grace period only covers a thread between its last statement and its exit.
+    grace period only covers a worker between its last statement and its exit.
     """
-    before = set(threading.enumerate())
+    threads_before = set(threading.enumerate())
+    children_before = child_pids()
+    segments_before = shm_segments()
     yield
-    deadline = time.monotonic() + 2.0
-    for thread in set(threading.enumerate()) - before:
+    gc.collect()  # a run dropped without close() is closed by its finaliser
+    deadline = time.monotonic() + 3.0
+    for thread in set(threading.enumerate()) - threads_before:
         thread.join(max(0.0, deadline - time.monotonic()))
-    left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    while child_pids() - children_before and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling the OS: there is nothing to wait on
+    children = child_pids() - children_before
+    segments = shm_segments() - segments_before
     assert not left, f"threads left running after the test: {left}"
+    assert not children, f"child processes left running after the test: {sorted(children)}"
+    assert not segments, f"shared-memory segments left after the test: {sorted(segments)}"

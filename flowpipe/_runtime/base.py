@@ -32,7 +32,7 @@ class Backend(ABC):
         """Start ``stage_run``'s workers; each runs ``stage_run.run_worker(i)``."""
 
 
-_READY = {"thread"}
+_READY = {"thread", "process"}
 
 
 def get_backend(name: str) -> Backend:

@@ -17,12 +17,13 @@ import asyncio
 import functools
 import inspect
 import itertools
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import StageError
 from .._observe.counters import WorkerCounters
@@ -35,12 +36,14 @@ SLICE_TARGET_SECONDS = (
     0.0005  # aim for this much work per slice: amortise hand-offs, keep latency low
 )
 SOURCE_CHUNK = 256
+ASYNC_GROUP_SECONDS = 0.005  # an async stage in a worker process waits this long to fill a group
+_run_ids = itertools.count()
 
 
 class RunState:
     """What every worker of one run shares: the first error and the stop switch."""
 
-    __slots__ = ("_lock", "channels", "error", "gates", "stopped")
+    __slots__ = ("_lock", "channels", "cleanups", "error", "gates", "on_stop", "prefix", "stopped")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -48,6 +51,12 @@ class RunState:
         self.stopped = False
         self.channels: list[Channel] = []
         self.gates: list[Gate] = []
+        # Backends hook in here: ``on_stop`` runs when the run is stopped (end
+        # busy worker processes), ``cleanups`` once every worker has left.
+        self.on_stop: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], None]] = []
+        # Names of shared-memory segments of this run start with this.
+        self.prefix = f"fp{os.getpid()}{next(_run_ids)}_"
 
     def channel(self, capacity: int | None, overflow: str = "block", name: str = "") -> Channel:
         ch = Channel(capacity, overflow, name=name)
@@ -68,11 +77,15 @@ class RunState:
 
     def stop(self) -> None:
         with self._lock:
+            first = not self.stopped
             self.stopped = True
         for ch in self.channels:
             ch.abort()
         for g in self.gates:
             g.abort()
+        if first:
+            for hook in list(self.on_stop):
+                hook()
 
 
 class Gate:
@@ -197,10 +210,11 @@ class WindowTaker:
 class SliceSizer:
     """Adapts how many items a worker takes at once to the measured cost per item."""
 
-    __slots__ = ("cost", "limit", "size")
+    __slots__ = ("cost", "limit", "size", "target")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, target: float = SLICE_TARGET_SECONDS) -> None:
         self.limit = max(1, min(limit, MAX_SLICE))
+        self.target = target
         self.size = 1
         self.cost = 0.0
 
@@ -209,7 +223,7 @@ class SliceSizer:
             return
         per_item = seconds / n
         self.cost = per_item if self.cost == 0.0 else 0.7 * self.cost + 0.3 * per_item
-        wanted = int(SLICE_TARGET_SECONDS / self.cost) if self.cost > 0 else self.limit
+        wanted = int(self.target / self.cost) if self.cost > 0 else self.limit
         self.size = max(1, min(self.limit, wanted, self.size * 4))
 
 
@@ -291,6 +305,65 @@ class SliceCaller:
         return []
 
 
+class Caller(Protocol):
+    """What a worker loop calls a slice with: here (``LocalCaller``) or in a worker process."""
+
+    slice_target: float  # seconds of work per slice worth one hand-off
+
+    def call(self, items: list[Any], offset: int) -> list[Any]: ...
+    def close(self) -> None: ...
+
+
+class LocalCaller:
+    """Runs the stage in the calling thread: builds the callable (a class stage's instance)."""
+
+    slice_target = SLICE_TARGET_SECONDS
+
+    def __init__(self, node: StageNode, counters: WorkerCounters) -> None:
+        self.fn = node.stage.make_callable()
+        try:
+            self.slices = SliceCaller(node, self.fn, counters)
+        except BaseException:
+            close_callable(self.fn)
+            raise
+        self.call = self.slices.call
+
+    def close(self) -> None:
+        close_callable(self.fn)
+
+
+CallerFactory = Callable[[int, WorkerCounters], Caller]
+
+
+class AsyncSliceCaller:
+    """An ``async def`` stage in a worker process: a slice's items all in flight on one loop."""
+
+    def __init__(self, node: StageNode, fn: Callable[..., Any], counters: WorkerCounters) -> None:
+        opts = node.stage.options
+        self.fn = fn
+        self.policy = ErrorPolicy(node.label, opts.retries, opts.on_error, counters)
+        self.loop = asyncio.new_event_loop()
+
+    def call(self, items: list[Any], offset: int) -> list[Any]:
+        async def attempt(item: Any, index: int) -> list[Any]:
+            tries = 1
+            while True:
+                try:
+                    return [await self.fn(item)]
+                except Exception as exc:
+                    if not self.policy.should_retry([item], index, exc, tries):
+                        return []
+                    tries += 1
+
+        async def every() -> list[list[Any]]:
+            return await asyncio.gather(*(attempt(x, offset + k) for k, x in enumerate(items)))
+
+        return [y for outputs in self.loop.run_until_complete(every()) for y in outputs]
+
+    def close(self) -> None:
+        self.loop.close()
+
+
 def close_callable(fn: Any) -> None:
     """Call a class stage instance's optional ``close()``."""
     close = getattr(fn, "close", None)
@@ -315,6 +388,9 @@ class StageRun:
         self.reorderer = Reorderer(emitter, room) if room is not None else None
         self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
         self.take = WindowTaker(inp, opts.window, opts.stride).take if opts.window else inp.take
+        # A backend that runs the calls elsewhere (a worker process) sets this;
+        # taking, ordering and emitting stay here, the same for every backend.
+        self.caller_factory: CallerFactory | None = None
         self._live = len(self.counters)
         self._lock = threading.Lock()
 
@@ -328,7 +404,7 @@ class StageRun:
     def run_worker(self, wid: int) -> None:
         """The body of one worker: build the callable, loop over slices, tear down."""
         try:
-            if self.node.stage.call_kind == "async":
+            if self.node.stage.call_kind == "async" and self.caller_factory is None:
                 AsyncStageLoop(self).run()
             else:
                 self._sync_loop(wid)
@@ -346,11 +422,15 @@ class StageRun:
     def _sync_loop(self, wid: int) -> None:
         opts = self.node.stage.options
         counters = self.counters[wid]
-        fn = self.node.stage.make_callable()
+        if self.caller_factory is not None:
+            caller: Caller = self.caller_factory(wid, counters)
+        else:
+            caller = LocalCaller(self.node, counters)
         try:
-            caller = SliceCaller(self.node, fn, counters)
-            sizer = SliceSizer(MAX_SLICE)
+            sizer = SliceSizer(MAX_SLICE, caller.slice_target)
             batch, timeout = opts.batch, opts.batch_timeout
+            if self.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
+                batch, timeout = opts.workers, ASYNC_GROUP_SECONDS
             reorderer, take, clock = self.reorderer, self.take, time.perf_counter
             while True:
                 if reorderer is not None:
@@ -373,12 +453,12 @@ class StageRun:
                 sizer.update(len(items), t2 - t1)
                 counters.items_in += len(items)
                 counters.items_out += len(outputs)
-                counters.calls += 1 if batch else len(items)
+                counters.calls += 1 if opts.batch else len(items)
                 counters.waiting += t1 - t0
                 counters.busy += t2 - t1
                 counters.blocked += t3 - t2
         finally:
-            close_callable(fn)
+            caller.close()
 
 
 class AsyncStageLoop:

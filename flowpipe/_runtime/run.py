@@ -82,6 +82,14 @@ class _Builder:
         return entries
 
 
+def run_cleanups(state: RunState) -> None:
+    for cleanup in state.cleanups:
+        try:
+            cleanup()
+        except Exception:  # a cleanup never hides the run's own outcome
+            logger.exception("flowpipe: cleanup after a run failed")
+
+
 class Run(Generic[Out]):
     """A running pipeline: an iterator over its outputs and a context manager.
 
@@ -163,6 +171,7 @@ class Run(Generic[Out]):
             logger.warning(
                 "%d flowpipe worker(s) still inside a stage call after close()", len(stuck)
             )
+        run_cleanups(self._state)
         logger.debug("run finished in %.3fs", self._ended - self._started)
 
     def close(self) -> None:
@@ -256,6 +265,7 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
         state.stop()
         for w in builder.workers:
             w.join(JOIN_TIMEOUT)
+        run_cleanups(state)
         raise
     parts: list[tuple[str, int, list[WorkerCounters], Channel | None]] = []
     if plan.source_stage is not None:

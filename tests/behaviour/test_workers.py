@@ -79,7 +79,9 @@ def test_a_class_stage_is_closed_when_the_run_is_left_early(backend: str, journa
     with configured.iter(itertools.count(), backend=backend) as run:
         assert next(run)[0] == 0
     inits, closes = journal.lines("init "), journal.lines("close ")
-    assert len(inits) == 2
+    # A worker process still starting when the run is left may be ended before
+    # it builds its instance; whatever was built is closed.
+    assert len(inits) == 2 if backend == "thread" else 1 <= len(inits) <= 2
     assert sorted(closes) == sorted(inits)
 
 
