@@ -283,7 +283,10 @@ class ProcessCaller:
         worker = self._replace()
         if self.policy.retries == 0 and self.policy.handler == "raise":
             raise self._crashed(offset, items[0] if len(items) == 1 else items, crash)
-        logger.warning("stage %r: %s; retrying on a fresh worker process", self.label, crash)
+        logger.warning("stage %r: %s; going on with a fresh worker process", self.label, crash)
+        self.counters.errors += 1
+        if self.policy.retries:
+            self.counters.retries += 1  # the slice runs again, one item at a time
         out: list[Any] = []
         for k, item in enumerate(items):  # one at a time, to find the item that kills workers
             attempt = 1

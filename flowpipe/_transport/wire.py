@@ -23,6 +23,7 @@ starts with the run's prefix, and the run sweeps that prefix when it ends
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import mmap
 import os
@@ -48,9 +49,7 @@ class WireError(Exception):
 
 
 def _shm() -> Any:
-    import _posixshmem
-
-    return _posixshmem
+    return importlib.import_module("_posixshmem")  # POSIX only; no type stubs
 
 
 def _new_segment(prefix: str, data: memoryview) -> tuple[str, int]:

@@ -1,0 +1,202 @@
+"""Process backend only: worker processes that die, errors that cross, things that cannot be pickled."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowpipe import StageError, WorkerCrashed, stage
+
+P = "process"
+
+
+def die_on(bad: int, how: str = "exit") -> Any:
+    def maybe_die(x: int) -> int:
+        if x == bad:
+            if how == "exit":
+                os._exit(3)
+            if how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if how == "segfault":
+                import ctypes
+
+                ctypes.string_at(0)  # reads address 0: SIGSEGV
+        return x
+
+    return maybe_die
+
+
+@pytest.mark.parametrize(
+    ("how", "said"), [("exit", "exit code 3"), ("kill", "SIGKILL"), ("segfault", "SIGSEGV")]
+)
+def test_a_dying_worker_raises_worker_crashed_naming_the_stage(how: str, said: str) -> None:
+    with pytest.raises(WorkerCrashed) as info:
+        stage(die_on(7, how), name="fragile").run(range(20), backend=P)
+    err = info.value
+    assert isinstance(err, StageError)
+    assert err.stage == "fragile"
+    assert said in str(err)
+    assert err.index is not None
+    assert err.index <= 7
+
+
+def crash_once(marker: Path, bad: int) -> Any:
+    """Kill the worker the first time it meets ``bad``; the file remembers across processes."""
+
+    def fn(x: int) -> int:
+        if x == bad and not marker.exists():
+            marker.write_text("crashed")
+            os._exit(9)
+        return x * 10
+
+    return fn
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_with_retries_a_crashed_item_is_retried_on_a_fresh_worker(
+    tmp_path: Path, workers: int
+) -> None:
+    fn = crash_once(tmp_path / "crashed", 13)
+    with stage(fn, name="flaky", retries=1, workers=workers).iter(range(40), backend=P) as run:
+        out = list(run)
+    assert out == [x * 10 for x in range(40)]  # nothing lost, nothing twice, in order
+    assert (tmp_path / "crashed").exists()
+    assert run.stats["flaky"].retries >= 1
+
+
+def test_an_item_that_always_kills_its_worker_fails_after_the_retries() -> None:
+    with pytest.raises(WorkerCrashed) as info:
+        stage(die_on(5), name="deadly", retries=2).run(range(10), backend=P)
+    assert info.value.index == 5
+    assert info.value.item == 5
+
+
+def test_on_error_skip_skips_an_item_that_kills_its_worker() -> None:
+    with stage(die_on(5), name="deadly", on_error="skip").iter(range(10), backend=P) as run:
+        out = list(run)
+    assert out == [x for x in range(10) if x != 5]
+    assert run.stats["deadly"].skipped == 1
+
+
+class Unusual(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
+
+
+def raise_unusual(x: int) -> int:
+    if x == 3:
+        raise Unusual(x)
+    return x
+
+
+def test_an_exception_in_a_worker_keeps_its_type_and_remote_traceback() -> None:
+    with pytest.raises(StageError) as info:
+        stage(raise_unusual, name="remote").run(range(10), backend=P)
+    err = info.value
+    assert (err.stage, err.index, err.item) == ("remote", 3, 3)
+    assert type(err.__cause__) is Unusual
+    assert err.__cause__.code == 3
+    assert err.remote_traceback is not None
+    assert "raise_unusual" in err.remote_traceback
+    assert "Remote traceback" in str(err)
+
+
+class NeedsKeyword(Exception):
+    """An exception pickle cannot rebuild (its constructor takes a keyword only)."""
+
+    def __init__(self, *, why: str) -> None:
+        super().__init__(why)
+
+
+def raise_needs_keyword(x: int) -> int:
+    raise NeedsKeyword(why="odd")
+
+
+def test_an_exception_that_cannot_be_rebuilt_arrives_as_its_text() -> None:
+    with pytest.raises(StageError, match="NeedsKeyword: odd") as info:
+        stage(raise_needs_keyword, name="odd").run([1], backend=P)
+    assert info.value.__cause__ is not None
+
+
+def test_a_stage_cloudpickle_cannot_ship_fails_at_start_naming_it() -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    started = threading.active_count()
+    with pytest.raises(StageError, match="holder") as info:
+        stage(holds_a_lock, name="holder").run([1, 2], backend=P)
+    assert "lock" in repr(info.value.__cause__).lower()
+    assert threading.active_count() == started
+
+
+def test_an_output_that_cannot_be_sent_names_the_stage() -> None:
+    with pytest.raises(StageError, match="output cannot be sent") as info:
+        stage(lambda x: threading.Lock(), name="locker").run([1, 2], backend=P)
+    assert info.value.stage == "locker"
+
+
+def test_an_input_that_cannot_be_sent_names_the_stage_and_position() -> None:
+    items: list[Any] = [1, 2, threading.Lock(), 4]
+    with pytest.raises(StageError, match="input cannot be sent") as info:
+        stage(lambda x: x, name="receiver").run(items, backend=P)
+    assert (info.value.stage, info.value.index) == ("receiver", 2)
+
+
+def _refuse_here(pid: int) -> object:
+    if os.getpid() == pid:
+        raise RuntimeError("cannot be rebuilt in this process")
+    return "rebuilt"
+
+
+class BreaksIn:
+    """Pickles fine; unpickling fails in the process whose pid it names."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_here, (self.pid,))
+
+
+def test_an_input_that_cannot_be_unpickled_in_the_worker_names_the_stage() -> None:
+    # The worker's pid is only known inside it: the item refuses every process but ours.
+    me = os.getpid()
+
+    class NotInWorkers:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (_refuse_unless, (me,))
+
+    with pytest.raises(StageError, match="input could not be rebuilt") as info:
+        stage(lambda x: x, name="picky").run([1, NotInWorkers()], backend=P)
+    assert info.value.stage == "picky"
+
+
+def _refuse_unless(pid: int) -> object:
+    if os.getpid() != pid:
+        raise RuntimeError("not in this process")
+    return "here"
+
+
+def test_an_output_that_cannot_be_unpickled_here_names_the_stage() -> None:
+    me = os.getpid()
+    with pytest.raises(StageError, match="cannot be rebuilt here") as info:
+        stage(lambda x: BreaksIn(me), name="maker").run([1], backend=P)
+    assert info.value.stage == "maker"
+
+
+def test_stage_errors_from_workers_cross_pickling() -> None:
+    with pytest.raises(StageError) as info:
+        stage(raise_unusual, name="remote").run(range(5), backend=P)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert (back.stage, back.index) == ("remote", 3)
+    assert back.remote_traceback == info.value.remote_traceback
