@@ -1,0 +1,209 @@
+"""Process backend only: scripts, Ctrl-C, a killed parent, shared memory, mixed backends."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flowpipe import stage
+
+P = "process"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def python(code: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    """Start a Python running ``code`` as a script file (its own ``__main__``)."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return []
+        time.sleep(0.05)  # polling the OS: these processes are not ours to wait on
+    return [p for p in pids if alive(p)]
+
+
+def test_a_script_without_a_main_guard_runs_once_with_lambdas_and_main_classes(
+    tmp_path: Path,
+) -> None:
+    proc = python(
+        """
+        import flowpipe
+        with open("ran.txt", "a") as f:   # top-level code: must run once, not per worker
+            f.write("x")
+
+        class Scale:                      # a class stage defined in __main__
+            def __init__(self, k):
+                self.k = k
+            def __call__(self, x):
+                return x * self.k
+
+        offset = 100
+        pipe = flowpipe.stage(Scale, workers=2)(3) | flowpipe.stage(lambda x: x + offset)
+        print(pipe.run(range(6), backend="process"))
+        """,
+        tmp_path,
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.strip() == "[100, 103, 106, 109, 112, 115]"
+    assert (tmp_path / "ran.txt").read_text() == "x"
+    assert "resource_tracker" not in err
+    assert "Error" not in err
+
+
+def test_python_dash_c_with_a_closure() -> None:
+    code = (
+        "import flowpipe\n"
+        "k = 7\n"
+        "print(flowpipe.stage(lambda x: x * k, workers=2).run(range(4), backend='process'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 7, 14, 21]"
+
+
+ENDLESS = """
+import itertools, os, sys, time
+import flowpipe
+
+class Slow:
+    def __init__(self):
+        with open("workers.txt", "a") as f:  # every worker that ever started
+            f.write(f"{os.getpid()}\\n")
+    def __call__(self, x):
+        time.sleep(0.01)   # the work itself, in the worker process
+        return x
+
+pipe = flowpipe.stage(Slow, workers=2)()
+print("parent", os.getpid(), flush=True)
+for i, y in enumerate(pipe.iter(itertools.count(), backend="process")):
+    if i == 20:
+        print("running", flush=True)
+"""
+
+
+def _start_endless(tmp_path: Path) -> subprocess.Popen[str]:
+    proc = python(ENDLESS, tmp_path)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # read until the pipeline is demonstrably running
+        if line.strip() == "running":
+            return proc
+    assert proc.stderr is not None
+    pytest.fail(f"the script ended early:\n{proc.stderr.read()}")
+
+
+def _worker_pids(tmp_path: Path) -> list[int]:
+    pids = [int(line) for line in (tmp_path / "workers.txt").read_text().split()]
+    assert 1 <= len(pids) <= 2
+    return pids
+
+
+def test_ctrl_c_in_the_parent_ends_every_worker(tmp_path: Path) -> None:
+    proc = _start_endless(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err
+    assert wait_gone(_worker_pids(tmp_path), 5.0) == []
+
+
+def test_workers_of_a_killed_parent_exit_on_their_own(tmp_path: Path) -> None:
+    proc = _start_endless(tmp_path)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert wait_gone(_worker_pids(tmp_path), 5.0) == []
+
+
+def test_large_arrays_cross_through_shared_memory_intact() -> None:
+    frames = [np.full((540, 960, 3), i, dtype=np.uint8) for i in range(6)]
+
+    @stage(workers=2)
+    def brighten(frame: np.ndarray) -> np.ndarray:
+        return frame + 1
+
+    out = brighten.run(frames, backend=P)
+    assert [int(f[0, 0, 0]) for f in out] == [i + 1 for i in range(6)]
+    assert all(f.shape == (540, 960, 3) and f.dtype == np.uint8 for f in out)
+    # The result is a view of a shared-memory mapping, not a pickle copy.
+    base: Any = out[0]
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    assert isinstance(getattr(base, "obj", base), mmap.mmap)
+
+
+def test_large_bytes_and_memoryviews_cross_intact() -> None:
+    blob = bytes(range(256)) * 1024  # 256 KiB
+
+    out = stage(lambda b: (bytes(b[::-1]), len(b))).run([blob, memoryview(blob)], backend=P)
+    assert out == [(blob[::-1], len(blob)), (blob[::-1], len(blob))]
+
+
+def test_leaving_early_with_arrays_in_flight_leaves_no_segment() -> None:
+    frames = (np.zeros((256, 256), dtype=np.float64) + i for i in range(10_000))
+    with stage(lambda f: f * 2, workers=2).iter(frames, backend=P) as run:
+        first = next(run)
+    assert float(first[0, 0]) == 0.0
+    # the autouse fixture checks /dev/shm and the child processes
+
+
+def test_a_failing_run_with_arrays_in_flight_leaves_no_segment() -> None:
+    def fails_late(f: np.ndarray) -> np.ndarray:
+        if f[0, 0] == 50:
+            raise ValueError("late")
+        return f
+
+    frames = (np.zeros((256, 256)) + i for i in range(200))
+    with pytest.raises(Exception, match="late"):
+        stage(fails_late, workers=2).run(frames, backend=P)
+
+
+def test_mixed_backends_run_each_stage_where_it_says() -> None:
+    where = stage(lambda x: (x, os.getpid()), name="where", backend="thread")
+    compute = stage(lambda t: (*t, os.getpid()), name="compute")  # the run's default
+    back = stage(lambda t: (*t, os.getpid()), name="back", backend="thread")
+    out = (where | compute | back).run(range(5), backend=P)
+    me = os.getpid()
+    assert [x for x, *_ in out] == list(range(5))
+    assert all(a == me and b != me and c == me for _, a, b, c in out)
+
+
+def test_a_thread_run_can_hold_a_process_stage() -> None:
+    heavy = stage(lambda x: (x, os.getpid()), name="heavy", backend="process")
+    out = (stage(lambda x: x + 1) | heavy).run(range(5))
+    assert [x for x, _ in out] == [1, 2, 3, 4, 5]
+    assert all(pid != os.getpid() for _, pid in out)
