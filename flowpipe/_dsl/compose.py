@@ -2,19 +2,45 @@
 
 Running is delegated to ``flowpipe._runtime`` through a lazy import, so the
 graph layer never depends on a runtime at import time.
+
+Typing: ``Composable[In, Out]`` takes ``In`` items and gives ``Out`` items, so
+``In`` is contravariant and ``Out`` covariant. The overloads of ``|`` are what
+type checkers see; they never change what ``|`` does at run time. A pipeline
+whose input is ``Never`` needs no source: it starts with a source stage or has
+one bound (``items | pipe``), so ``run()`` takes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, overload
+
+from typing_extensions import Never, TypeVar
 
 if TYPE_CHECKING:
     from .._runtime.run import Run
     from .pipeline import Pipeline
+    from .signatures import CallsOne
 
-In = TypeVar("In")
-Out = TypeVar("Out")
+In = TypeVar("In", contravariant=True)
+Out = TypeVar("Out", covariant=True)
+A = TypeVar("A")
+T = TypeVar("T")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+
+if TYPE_CHECKING:
+    # What may stand for a stage in ``|``, a fan-out or ``merge``: A items in, T out.
+    # ``type[CallsOne]`` is a decorated class as mypy sees it (it ignores what a
+    # class decorator returns); pyright sees a ``StageClass``, which is ``Pipeable``.
+    Piped: TypeAlias = "Pipeable[A, T] | type[CallsOne[A, T]]"
+    # A plain callable too: only in fall-backs, as a stage is also callable (as its
+    # function), which would make the output ambiguous.
+    Branch: TypeAlias = "Piped[A, T] | Callable[[A], T]"
+    # Any branch, nested fan-outs included: the fall-back when the precise overloads fail.
+    AnyBranch: TypeAlias = "Branch[A, Any] | tuple[Any, ...] | Mapping[str, Any]"
 
 
 class _NoSource:
@@ -27,7 +53,76 @@ class _NoSource:
 NO_SOURCE: Any = _NoSource()
 
 
-class Composable(Generic[In, Out]):
+class Pipeable(Generic[In, Out]):
+    """``|`` for stages, pipelines and stage classes: ``a | b`` is ``Pipeline(a, b)``."""
+
+    __slots__ = ()
+
+    def _as_pipeline(self) -> Pipeline[In, Out]:
+        raise NotImplementedError
+
+    @overload
+    def __or__(self, other: Piped[Out, T], /) -> Pipeline[In, T]: ...
+    @overload
+    def __or__(
+        self, other: tuple[Piped[Out, T1], Piped[Out, T2]], /
+    ) -> Pipeline[In, tuple[T1, T2]]: ...
+    @overload
+    def __or__(
+        self, other: tuple[Piped[Out, T1], Piped[Out, T2], Piped[Out, T3]], /
+    ) -> Pipeline[In, tuple[T1, T2, T3]]: ...
+    @overload
+    def __or__(
+        self,
+        other: tuple[Piped[Out, T1], Piped[Out, T2], Piped[Out, T3], Piped[Out, T4]],
+        /,
+    ) -> Pipeline[In, tuple[T1, T2, T3, T4]]: ...
+    @overload
+    def __or__(self, other: tuple[AnyBranch[Out], ...], /) -> Pipeline[In, tuple[Any, ...]]: ...
+    @overload
+    def __or__(self, other: Mapping[str, AnyBranch[Out]], /) -> Pipeline[In, dict[str, Any]]: ...
+    @overload
+    def __or__(self, other: Callable[[Out], T], /) -> Pipeline[In, T]: ...
+    def __or__(self, other: Any, /) -> Pipeline[In, Any]:
+        from .pipeline import Pipeline, as_steps
+
+        mine = self._as_pipeline()
+        piped: Pipeline[In, Any] = Pipeline(mine.steps + as_steps(other, after=mine), mine.source)
+        return piped._checked()
+
+    @overload
+    def __ror__(
+        self: Pipeable[tuple[T1, T2], Out], other: tuple[Piped[A, T1], Piped[A, T2]], /
+    ) -> Pipeline[A, Out]: ...
+    @overload
+    def __ror__(
+        self: Pipeable[tuple[T1, T2, T3], Out],
+        other: tuple[Piped[A, T1], Piped[A, T2], Piped[A, T3]],
+        /,
+    ) -> Pipeline[A, Out]: ...
+    @overload
+    def __ror__(
+        self: Pipeable[tuple[Any, ...], Out], other: tuple[AnyBranch[A], ...], /
+    ) -> Pipeline[A, Out]: ...
+    @overload
+    def __ror__(
+        self: Pipeable[dict[str, Any], Out], other: Mapping[str, AnyBranch[A]], /
+    ) -> Pipeline[A, Out]: ...
+    @overload
+    def __ror__(self, other: Callable[[A], In], /) -> Pipeline[A, Out]: ...
+    @overload
+    def __ror__(self, other: Iterable[In], /) -> Pipeline[Never, Out]: ...
+    def __ror__(self, other: Any, /) -> Pipeline[Any, Out]:
+        from .pipeline import Pipeline, as_steps, is_branches
+        from .stage import is_iterable_source
+
+        mine = self._as_pipeline()
+        if is_iterable_source(other) and not is_branches(other):
+            return mine.bind(other)
+        return Pipeline(as_steps(other, after=None) + mine.steps, None)._checked()
+
+
+class Composable(Pipeable[In, Out]):
     """Base of ``Stage`` and ``Pipeline``: composition with ``|`` and the run verbs."""
 
     __slots__ = ()
@@ -44,24 +139,6 @@ class Composable(Generic[In, Out]):
 
         def __delattr__(self, name: str) -> None:
             raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def _as_pipeline(self) -> Pipeline[In, Out]:
-        raise NotImplementedError
-
-    def __or__(self, other: Any) -> Pipeline[In, Any]:
-        from .pipeline import Pipeline, as_steps
-
-        mine = self._as_pipeline()
-        return Pipeline(mine.steps + as_steps(other, after=mine), mine.source)._checked()
-
-    def __ror__(self, other: Any) -> Pipeline[Any, Out]:
-        from .pipeline import Pipeline, as_steps, is_branches
-        from .stage import is_iterable_source
-
-        mine = self._as_pipeline()
-        if is_iterable_source(other) and not is_branches(other):
-            return mine.bind(other)
-        return Pipeline(as_steps(other, after=None) + mine.steps, None)._checked()
 
     def run(
         self, source: Iterable[In] = NO_SOURCE, *, backend: str = "thread", **options: Any

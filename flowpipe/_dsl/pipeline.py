@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, overload
+
+from typing_extensions import Never
 
 from .._errors import GraphError
-from .compose import Composable
+from .compose import T1, T2, T3, T4, A, Composable, In, Out
 from .stage import Stage, StageClass, as_stage, is_iterable_source
 
-In = TypeVar("In")
-Out = TypeVar("Out")
+if TYPE_CHECKING:
+    from .compose import Branch, Piped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +109,7 @@ def as_steps(obj: Any, *, after: Pipeline[Any, Any] | None) -> tuple[Step, ...]:
     )
 
 
-class Pipeline(Composable[In, Out], Generic[In, Out]):
+class Pipeline(Composable[In, Out]):
     """An immutable chain of steps. Building one never runs user code or starts anything."""
 
     __slots__ = ("source", "steps")
@@ -130,10 +132,7 @@ class Pipeline(Composable[In, Out], Generic[In, Out]):
                 )
         return self
 
-    def __or__(self, other: Any) -> Pipeline[In, Any]:
-        return Pipeline(self.steps + as_steps(other, after=self), self.source)._checked()
-
-    def bind(self, source: Iterable[Any]) -> Pipeline[In, Out]:
+    def bind(self, source: Iterable[In]) -> Pipeline[Never, Out]:
         """This pipeline with ``source`` as its input (what ``source | pipe`` does)."""
         if not is_iterable_source(source):
             raise GraphError(f"a source must be iterable, got {type(source).__name__}")
@@ -168,6 +167,16 @@ class Pipeline(Composable[In, Out], Generic[In, Out]):
         return describe_pipeline(self)
 
 
+@overload
+def merge(b1: Piped[A, T1], b2: Piped[A, T2], /) -> Pipeline[A, T1 | T2]: ...
+@overload
+def merge(b1: Piped[A, T1], b2: Piped[A, T2], b3: Piped[A, T3], /) -> Pipeline[A, T1 | T2 | T3]: ...
+@overload
+def merge(
+    b1: Piped[A, T1], b2: Piped[A, T2], b3: Piped[A, T3], b4: Piped[A, T4], /
+) -> Pipeline[A, T1 | T2 | T3 | T4]: ...
+@overload
+def merge(*branches: Branch[A, Any]) -> Pipeline[A, object]: ...
 def merge(*branches: Any) -> Pipeline[Any, Any]:
     """Fan-out whose outputs are interleaved as separate items, not joined.
 

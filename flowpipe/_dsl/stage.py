@@ -11,19 +11,30 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Literal, overload
+
+from typing_extensions import Never, TypeVar, Unpack
 
 from .._errors import GraphError
-from .compose import Composable
+from .compose import Composable, In, Out, Pipeable
 from .options import StageOptions, make_options
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
+    from .signatures import (
+        BatchDecorator,
+        CallsOne,
+        ItemDecorator,
+        StageKwargs,
+        WindowDecorator,
+    )
 
-In = TypeVar("In")
-Out = TypeVar("Out")
-T = TypeVar("T")
+# What a direct call of the stage accepts and returns (``parse("3")``).
+Fn = TypeVar("Fn", bound=Callable[..., Any], covariant=True, default=Callable[..., Any])
+A = TypeVar("A", default=Any)  # unsolved (an untyped lambda): Any, not Never
+B = TypeVar("B", default=Any)
+Async = Coroutine[Any, Any, B]
 
 CallKind = Literal["function", "generator", "async"]
 
@@ -61,8 +72,12 @@ def _name_of(fn: object) -> str:
     return "lambda" if name == "<lambda>" else str(name)
 
 
-class Stage(Composable[In, Out], Generic[In, Out]):
-    """One step of a pipeline: a callable plus its options. Immutable and picklable."""
+class Stage(Composable[In, Out], Generic[In, Out, Fn]):
+    """One step of a pipeline: a callable plus its options. Immutable and picklable.
+
+    ``Stage[In, Out]`` takes ``In`` items and gives ``Out`` items; the third
+    parameter, ``Fn``, is the decorated function's type, which direct calls keep.
+    """
 
     __slots__ = ("_args", "_direct", "_kwargs", "_target", "call_kind", "is_class", "options")
 
@@ -137,7 +152,7 @@ class Stage(Composable[In, Out], Generic[In, Out]):
         return f"{self.name}[{described}]" if described else self.name
 
     # -- building -----------------------------------------------------------------
-    def with_options(self, **changes: Any) -> Stage[In, Out]:
+    def with_options(self, **changes: Any) -> Stage[In, Out, Fn]:
         """A copy of this stage with some options changed: ``detect.with_options(workers=3)``."""
         return Stage(
             self._target,
@@ -156,7 +171,7 @@ class Stage(Composable[In, Out], Generic[In, Out]):
             return self._target(*self._args, **self._kwargs)  # type: ignore[no-any-return]
         return self._target
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _call_directly(self, *args: Any, **kwargs: Any) -> Any:
         """Run the plain function on one item (tests and notebooks rely on this).
 
         For a class stage the instance is built on the first direct call and kept.
@@ -166,6 +181,14 @@ class Stage(Composable[In, Out], Generic[In, Out]):
                 object.__setattr__(self, "_direct", self.make_callable())
             return self._direct(*args, **kwargs)
         return self._target(*args, **kwargs)
+
+    if TYPE_CHECKING:  # a direct call has the decorated function's signature
+
+        @property
+        def __call__(self) -> Fn: ...
+
+    else:
+        __call__ = _call_directly
 
     def _as_pipeline(self) -> Pipeline[In, Out]:
         from .pipeline import Pipeline
@@ -238,7 +261,7 @@ def _rebuild(
     return Stage(target, options, args=args, kwargs=kwargs, is_class=is_class)
 
 
-class StageClass(Generic[In, Out]):
+class StageClass(Pipeable[In, Out], Generic[In, Out, Fn]):
     """What ``@stage`` returns for a class: calling it records constructor arguments.
 
     ``Classify(threshold=0.7)`` returns a ``Stage``; nothing is constructed until a
@@ -262,8 +285,11 @@ class StageClass(Generic[In, Out]):
         def __delattr__(self, name: str) -> None:
             raise AttributeError(f"{self!r} is immutable")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Stage[In, Out]:
+    def __call__(self, *args: Any, **kwargs: Any) -> Stage[In, Out, Fn]:
         return Stage(self._cls, self._options, args=args, kwargs=kwargs, is_class=True)
+
+    def _as_pipeline(self) -> Pipeline[In, Out]:
+        return self()._as_pipeline()  # used bare in ``|``: built with no arguments
 
     @property
     def __name__(self) -> str:
@@ -282,13 +308,6 @@ class StageClass(Generic[In, Out]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (StageClass, (_for_pickle(self._cls), self._options))
-
-    def __or__(self, other: Any) -> Pipeline[In, Any]:
-        made: Stage[In, Out] = self()
-        return made.__or__(other)
-
-    def __ror__(self, other: Any) -> Any:
-        return other | self()
 
 
 def make_stage(fn: Any, options: dict[str, Any]) -> Any:
@@ -321,33 +340,174 @@ def as_stage(obj: Any) -> Stage[Any, Any]:
 
 
 # -- the decorator ------------------------------------------------------------------
+# Overloads, for type checkers only (``signatures.py`` maps shapes to types): the
+# options pick the call shape (per item, ``batch=``, ``window=``), then the
+# function's signature picks the kind. Bare ``@stage`` is the per-item form.
+NoBatch = Literal[False] | None
+
+
 @overload
-def stage(fn: type[T], /) -> StageClass[Any, Any]: ...  # type: ignore[overload-overlap]
+def stage(  # type: ignore[overload-overlap]
+    fn: type[CallsOne[A, Async[B]]],
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> StageClass[A, B, Callable[[A], Async[B]]]: ...
 @overload
-def stage(fn: Callable[[In], Iterator[Out]], /) -> Stage[In, Out]: ...
+def stage(  # type: ignore[overload-overlap]
+    fn: type[CallsOne[A, Iterator[B]]],
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> StageClass[A, B, Callable[[A], Iterator[B]]]: ...
 @overload
-def stage(fn: Callable[[In], Out], /) -> Stage[In, Out]: ...
+def stage(  # type: ignore[overload-overlap]
+    fn: type[CallsOne[A, B]],
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> StageClass[A, B, Callable[[A], B]]: ...
+@overload
+def stage(
+    fn: Callable[[], Iterable[B]],
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[Never, B, Callable[[], Iterable[B]]]: ...
+@overload
+def stage(
+    fn: Callable[[A], Async[B]],
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[A], Async[B]]]: ...
+@overload
+def stage(
+    fn: Callable[[A], Iterator[B]],
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[A], Iterator[B]]]: ...
+@overload
+def stage(  # type: ignore[overload-overlap]
+    fn: Callable[[A], B],
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[A], B]]: ...
+@overload
+def stage(
+    fn: type[CallsOne[list[A], Iterable[B]]],
+    /,
+    *,
+    batch: int,
+    batch_timeout: float | None = ...,
+    **options: Unpack[StageKwargs],
+) -> StageClass[A, B, Callable[[list[A]], Iterable[B]]]: ...
+@overload
+def stage(
+    fn: Callable[[list[A]], list[B]],
+    /,
+    *,
+    batch: int,
+    batch_timeout: float | None = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[list[A]], list[B]]]: ...
+@overload
+def stage(
+    fn: Callable[[list[A]], Iterable[B]],
+    /,
+    *,
+    batch: int,
+    batch_timeout: float | None = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[list[A]], Iterable[B]]]: ...
+@overload
+def stage(  # type: ignore[overload-overlap]
+    fn: type[CallsOne[tuple[A, ...], Iterator[B]]],
+    /,
+    *,
+    window: int,
+    stride: int = ...,
+    **options: Unpack[StageKwargs],
+) -> StageClass[A, B, Callable[[tuple[A, ...]], Iterator[B]]]: ...
+@overload
+def stage(  # type: ignore[overload-overlap]
+    fn: type[CallsOne[tuple[A, ...], B]],
+    /,
+    *,
+    window: int,
+    stride: int = ...,
+    **options: Unpack[StageKwargs],
+) -> StageClass[A, B, Callable[[tuple[A, ...]], B]]: ...
+@overload
+def stage(
+    fn: Callable[[tuple[A, ...]], Async[B]],
+    /,
+    *,
+    window: int,
+    stride: int = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[tuple[A, ...]], Async[B]]]: ...
+@overload
+def stage(
+    fn: Callable[[tuple[A, ...]], Iterator[B]],
+    /,
+    *,
+    window: int,
+    stride: int = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[tuple[A, ...]], Iterator[B]]]: ...
+@overload
+def stage(
+    fn: Callable[[tuple[A, ...]], B],
+    /,
+    *,
+    window: int,
+    stride: int = ...,
+    **options: Unpack[StageKwargs],
+) -> Stage[A, B, Callable[[tuple[A, ...]], B]]: ...
+@overload
+def stage(  # type: ignore[overload-overlap]
+    fn: None = None,
+    /,
+    *,
+    batch: NoBatch = ...,
+    window: None = ...,
+    **options: Unpack[StageKwargs],
+) -> ItemDecorator: ...
 @overload
 def stage(
     fn: None = None,
     /,
     *,
-    workers: int = ...,
-    ordered: bool = ...,
-    batch: bool | int = ...,
+    batch: int,
     batch_timeout: float | None = ...,
-    window: int | None = ...,
-    stride: int = ...,
-    buffer: int = ...,
-    overflow: str = ...,
-    backend: str | None = ...,
-    retries: int = ...,
-    on_error: Any = ...,
-    name: str | None = ...,
-    resources: dict[str, float] | None = ...,
-) -> Callable[[Callable[..., Any]], Any]: ...
+    **options: Unpack[StageKwargs],
+) -> BatchDecorator: ...
 @overload
-def stage(fn: Callable[..., Any], /, **options: Any) -> Any: ...
+def stage(
+    fn: None = None,
+    /,
+    *,
+    window: int,
+    stride: int = ...,
+    **options: Unpack[StageKwargs],
+) -> WindowDecorator: ...
 def stage(fn: Any = None, /, **options: Any) -> Any:
     """Make a stage from a function or class; usable bare (``@stage``) or called.
 

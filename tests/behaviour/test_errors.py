@@ -200,7 +200,7 @@ def test_a_source_that_is_not_iterable_is_refused_before_anything_starts(backend
     # Known when run()/iter() is called, like ``5 | pipe``: a TypeError then, not a
     # StageError from a worker later.
     with pytest.raises(TypeError, match="iterable"):
-        stage(lambda x: x).iter(5, backend=backend)
+        stage(lambda x: x).iter(5, backend=backend)  # type: ignore[arg-type]
 
 
 def test_a_source_stage_raising_is_a_stage_error_naming_it(backend: str) -> None:
@@ -419,7 +419,7 @@ def test_retries_of_a_batch(backend: str) -> None:
 def test_a_bound_pipeline_refuses_a_second_source(backend: str) -> None:
     bound = [1, 2] | stage(lambda x: x)
     with pytest.raises(TypeError, match="source"):
-        bound.run([3], backend=backend)
+        bound.run([3], backend=backend)  # type: ignore[list-item]
 
 
 def test_a_pipeline_without_a_source_refuses_to_run(backend: str) -> None:
@@ -433,7 +433,7 @@ def test_a_source_stage_refuses_a_source(backend: str) -> None:
         yield 1
 
     with pytest.raises(TypeError, match="camera"):
-        (camera | stage(lambda x: x)).run([1, 2], backend=backend)
+        (camera | stage(lambda x: x)).run([1, 2], backend=backend)  # type: ignore[list-item]
 
 
 def test_an_unknown_run_option_is_refused(backend: str) -> None:

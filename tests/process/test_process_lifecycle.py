@@ -193,7 +193,10 @@ def test_a_failing_run_with_arrays_in_flight_leaves_no_segment() -> None:
 
 
 def test_mixed_backends_run_each_stage_where_it_says() -> None:
-    where = stage(lambda x: (x, os.getpid()), name="where", backend="thread")
+    def tag(x: int) -> tuple[int, int]:
+        return (x, os.getpid())
+
+    where = stage(tag, name="where", backend="thread")
     compute = stage(lambda t: (*t, os.getpid()), name="compute")  # the run's default
     back = stage(lambda t: (*t, os.getpid()), name="back", backend="thread")
     out = (where | compute | back).run(range(5), backend=P)
@@ -203,7 +206,10 @@ def test_mixed_backends_run_each_stage_where_it_says() -> None:
 
 
 def test_a_thread_run_can_hold_a_process_stage() -> None:
-    heavy = stage(lambda x: (x, os.getpid()), name="heavy", backend="process")
+    def tag(x: int) -> tuple[int, int]:
+        return (x, os.getpid())
+
+    heavy = stage(tag, name="heavy", backend="process")
     out = (stage(lambda x: x + 1) | heavy).run(range(5))
     assert [x for x, _ in out] == [1, 2, 3, 4, 5]
     assert all(pid != os.getpid() for _, pid in out)

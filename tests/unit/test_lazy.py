@@ -68,7 +68,7 @@ def build_everything() -> list[Any]:
     guarded = stage(lambda x: forbidden("lambda"), on_error=on_error, retries=2)
     pipes: list[Any] = [
         camera | detect | embed,
-        frames | (detect, Model(0.9)) | {"a": embed, "b": fetch | detect},
+        frames | (detect, Model(0.9)) | {"a": embed, "b": fetch | detect},  # type: ignore[dict-item]  # never run
         merge(frames, Model, detect | frames) | guarded,
         source() | detect | Model,
         [1, 2, 3] | detect,

@@ -107,7 +107,7 @@ def test_a_bad_option_on_a_class_stage_names_the_class() -> None:
             return x
 
     with pytest.raises(ValueError, match=r"'Classify'.*on_error"):
-        stage(Classify, on_error="bogus")
+        stage(Classify, on_error="bogus")  # type: ignore[call-overload]
 
 
 def test_with_options_validates_too() -> None:
@@ -140,7 +140,7 @@ def test_defaults() -> None:
 
 def test_good_values_are_kept() -> None:
     o = stage(
-        double,
+        double,  # type: ignore[arg-type]  # not a batch function: options only
         workers=3,
         ordered=False,
         batch=8,
@@ -177,15 +177,15 @@ def test_every_backend_name_is_accepted(backend: str | None) -> None:
 
 
 def test_batch_true_means_a_default_size_and_false_means_no_batching() -> None:
-    default = stage(double, batch=True).options.batch
+    default = stage(double, batch=True).options.batch  # type: ignore[arg-type]
     assert isinstance(default, int)
     assert default > 1
     assert stage(double, batch=False).options.batch is None
-    assert stage(double, batch=1).options.batch == 1
+    assert stage(double, batch=1).options.batch == 1  # type: ignore[arg-type]
 
 
 def test_window_and_stride() -> None:
-    o = stage(double, window=5, stride=2).options
+    o = stage(double, window=5, stride=2).options  # type: ignore[arg-type]
     assert (o.window, o.stride) == (5, 2)
 
 
