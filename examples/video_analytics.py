@@ -125,7 +125,11 @@ def read(path: str) -> Iterator[Frame]:
 class Detect:
     """Haar face detection. A class stage: each worker loads its own cascade, once."""
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5) -> None:
+    def __init__(
+        self, scale_factor: float = 1.1, min_neighbors: int = 5, opencv_threads: int = 1
+    ) -> None:
+        # Set here, in the worker: a worker process does not inherit the caller's setting.
+        cv2.setNumThreads(opencv_threads)
         self.cascade = cv2.CascadeClassifier(CASCADE)
         if self.cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade {CASCADE}")
@@ -371,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cv2.setNumThreads(args.opencv_threads)
 
     # (mypy sees a decorated class as the class itself, not as the stage @stage made of it)
-    detect = Detect().with_options(workers=args.workers)  # type: ignore[attr-defined]
+    detect = Detect(opencv_threads=args.opencv_threads).with_options(workers=args.workers)  # type: ignore[attr-defined]
     pipe = read | detect | Track() | classify
 
     with tempfile.TemporaryDirectory(prefix="flowpipe-video-") as tmp:

@@ -120,11 +120,16 @@ for i, y in enumerate(pipe.iter(itertools.count(), backend="process")):
 def _start_endless(tmp_path: Path) -> subprocess.Popen[str]:
     proc = python(ENDLESS, tmp_path)
     assert proc.stdout is not None
-    for line in proc.stdout:  # read until the pipeline is demonstrably running
-        if line.strip() == "running":
-            return proc
-    assert proc.stderr is not None
-    pytest.fail(f"the script ended early:\n{proc.stderr.read()}")
+    try:
+        for line in proc.stdout:  # read until the pipeline is demonstrably running
+            if line.strip() == "running":
+                return proc
+    except BaseException:
+        proc.kill()  # never leave the script (and so its workers) running
+        proc.communicate()
+        raise
+    _, err = proc.communicate()
+    pytest.fail(f"the script ended early:\n{err}")
 
 
 def _worker_pids(tmp_path: Path) -> list[int]:
@@ -136,7 +141,10 @@ def _worker_pids(tmp_path: Path) -> list[int]:
 def test_ctrl_c_in_the_parent_ends_every_worker(tmp_path: Path) -> None:
     proc = _start_endless(tmp_path)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()  # a no-op once it has exited
     assert proc.returncode != 0
     assert "KeyboardInterrupt" in err
     assert wait_gone(_worker_pids(tmp_path), 5.0) == []
