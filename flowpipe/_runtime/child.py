@@ -108,10 +108,11 @@ def serve(conn: Connection) -> int:
             except BaseException as exc:
                 wire.send(conn, _error_reply(label, offset, None, exc), None)
                 return 1
-            reply = ("ok", outputs, counters.errors, counters.retries, counters.skipped)
+            counts = (counters.errors, counters.retries, counters.skipped)
             counters.errors = counters.retries = counters.skipped = 0
             try:
-                wire.send(conn, reply, prefix)
+                # Large outputs stay in shared memory; the parent gets handles.
+                wire.send(conn, ("ok", wire.pack_outputs(outputs, prefix), *counts), None)
             except wire.WireError as exc:  # an output that cannot be pickled
                 wire.send(
                     conn, _error_reply(label, offset, None, exc.__cause__ or exc, "output"), None
@@ -126,6 +127,9 @@ def serve(conn: Connection) -> int:
 
 
 def main(conn_fd: int, lifeline_fd: int) -> None:
+    from .._transport import wire
+
+    wire.IN_WORKER = True  # shared-memory handles arriving here are mapped, not kept
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends us
     threading.Thread(target=_watch_parent, args=(lifeline_fd,), daemon=True).start()
     conn = Connection(conn_fd)

@@ -29,6 +29,7 @@ from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
 from .._transport.buffer import Aborted, Channel
+from .._transport.wire import unpack_items
 from .policy import ErrorPolicy
 
 MAX_SLICE = 1024
@@ -43,7 +44,17 @@ _run_ids = itertools.count()
 class RunState:
     """What every worker of one run shares: the first error and the stop switch."""
 
-    __slots__ = ("_lock", "channels", "cleanups", "error", "gates", "on_stop", "prefix", "stopped")
+    __slots__ = (
+        "_lock",
+        "channels",
+        "cleanups",
+        "error",
+        "gates",
+        "on_stop",
+        "packed",
+        "prefix",
+        "stopped",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -57,6 +68,9 @@ class RunState:
         self.cleanups: list[Callable[[], None]] = []
         # Names of shared-memory segments of this run start with this.
         self.prefix = f"fp{os.getpid()}{next(_run_ids)}_"
+        # Set by the process backend: items may be ``wire.Packed`` handles that
+        # whatever runs in this process unpacks before use.
+        self.packed = False
 
     def channel(self, capacity: int | None, overflow: str = "block", name: str = "") -> Channel:
         ch = Channel(capacity, overflow, name=name)
@@ -319,14 +333,18 @@ class LocalCaller:
 
     slice_target = SLICE_TARGET_SECONDS
 
-    def __init__(self, node: StageNode, counters: WorkerCounters) -> None:
+    def __init__(self, node: StageNode, counters: WorkerCounters, unpack: bool = False) -> None:
         self.fn = node.stage.make_callable()
         try:
             self.slices = SliceCaller(node, self.fn, counters)
         except BaseException:
             close_callable(self.fn)
             raise
-        self.call = self.slices.call
+        self.call = self._unpack_then_call if unpack else self.slices.call
+
+    def _unpack_then_call(self, items: list[Any], offset: int) -> list[Any]:
+        # Outputs of a worker process may arrive as shared-memory handles.
+        return self.slices.call(unpack_items(items), offset)
 
     def close(self) -> None:
         close_callable(self.fn)
@@ -425,7 +443,7 @@ class StageRun:
         if self.caller_factory is not None:
             caller: Caller = self.caller_factory(wid, counters)
         else:
-            caller = LocalCaller(self.node, counters)
+            caller = LocalCaller(self.node, counters, unpack=self.state.packed)
         try:
             sizer = SliceSizer(MAX_SLICE, caller.slice_target)
             batch, timeout = opts.batch, opts.batch_timeout
@@ -504,6 +522,8 @@ class AsyncStageLoop:
             if got is None:
                 return
             _, offset, items = got
+            if self.sr.state.packed:
+                items = unpack_items(items)
             self.counters.items_in += len(items)
             for k, item in enumerate(items):
                 if self.sr.reorderer is not None:

@@ -274,7 +274,7 @@ class ProcessCaller:
     def call(self, items: list[Any], offset: int) -> list[Any]:
         assert self.worker is not None
         try:
-            return self._outputs(self.worker.ask(("call", items, offset), offset))
+            return self._outputs(self.worker.ask(("call", wire.mark_large(items), offset), offset))
         except WorkerDied:
             if self.state.stopped:
                 raise Aborted from None
@@ -292,7 +292,8 @@ class ProcessCaller:
             attempt = 1
             while True:
                 try:
-                    out.extend(self._outputs(worker.ask(("call", [item], offset + k), offset + k)))
+                    message = ("call", wire.mark_large([item]), offset + k)
+                    out.extend(self._outputs(worker.ask(message, offset + k)))
                     break
                 except WorkerDied:
                     if self.state.stopped:

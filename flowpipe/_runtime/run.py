@@ -24,6 +24,7 @@ from .._observe.counters import WorkerCounters
 from .._observe.stats import RunStats, StageStats, combine
 from .._plan.plan import FanOutNode, Node, Plan, StageNode, compile_plan
 from .._transport.buffer import Aborted, Channel
+from .._transport.wire import unpack_items
 from .base import Backend, Worker, get_backend
 from .engine import MAX_SLICE, Emitter, RunState, StageRun, feed_source, join_rows
 from .thread import start_thread
@@ -149,7 +150,7 @@ class Run(Generic[Out]):
             self.close()
             raise
         if got is not None:
-            return got[2]
+            return unpack_items(got[2]) if self._state.packed else got[2]
         self._finish()
         if self._state.error is not None:
             raise self._state.error
@@ -245,6 +246,8 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
     label, open_source = _opener(plan, source)
     steps = plan.steps[1:] if plan.source_stage is not None else plan.steps
     state = RunState()
+    # Outputs of worker processes may arrive as shared-memory handles (wire.Packed).
+    state.packed = "process" in plan.backends
     # The hand-over to the caller is as large as the last stage's own buffer, so a
     # small explicit ``buffer=`` bounds what is read ahead of a slow consumer.
     last = plan.steps[-1]

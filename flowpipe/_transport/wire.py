@@ -40,6 +40,7 @@ SHM_THRESHOLD = 1 << 16  # buffers at least this large travel through shared mem
 SHM_DIR = "/dev/shm"  # where POSIX shared memory is visible as files (Linux)
 SHM_AVAILABLE = sys.platform != "win32"
 
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # map every page at once
 _counter = itertools.count()
 _counter_lock = threading.Lock()
 
@@ -59,9 +60,11 @@ def _new_segment(prefix: str, data: memoryview) -> tuple[str, int]:
     size = data.nbytes
     fd = _shm().shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
-        os.ftruncate(fd, size)
-        with mmap.mmap(fd, size) as mm:
-            mm[:size] = data
+        # write(), not a mapping: the kernel fills fresh pages without a page
+        # fault per 4 KiB, which makes a 1080p frame several times cheaper.
+        written = 0
+        while written < size:
+            written += os.write(fd, data[written:])
     except BaseException:
         os.close(fd)
         unlink(name)
@@ -70,13 +73,15 @@ def _new_segment(prefix: str, data: memoryview) -> tuple[str, int]:
     return name, size
 
 
-def _open_segment(name: str, size: int) -> memoryview:
+def _open_segment(name: str, size: int, owned: bool = True) -> memoryview:
+    """Map a segment; ``owned``: this message was its only reader, so unlink the name."""
     fd = _shm().shm_open("/" + name, os.O_RDWR, 0o600)
     try:
-        mm = mmap.mmap(fd, size)
+        mm = mmap.mmap(fd, size, flags=_MAP_FLAGS)
     finally:
         os.close(fd)
-        unlink(name)  # the mapping stays valid; the name is no longer needed
+        if owned:
+            unlink(name)  # the mapping stays valid; the name is no longer needed
     return memoryview(mm)
 
 
@@ -125,21 +130,139 @@ def _wrap(x: Any) -> Any:
     return x
 
 
-def _wrap_items(items: Any) -> Any:
+def _wrap_item(x: Any) -> Any:
+    if type(x) is tuple:
+        return tuple(_wrap(f) for f in x)
+    return _wrap(x)
+
+
+def mark_large(items: list[Any]) -> list[Any]:
     """Mark large ``bytes``/``memoryview`` items (and tuple fields) for shared memory.
 
     NumPy arrays and ``bytearray`` need no marking: pickle protocol 5 already
     offers their buffers out of band.
     """
-    if type(items) is not list:
-        return items
-    out = []
-    for x in items:
-        if type(x) is tuple:
-            out.append(tuple(_wrap(f) for f in x))
-        else:
-            out.append(_wrap(x))
+    return [_wrap_item(x) for x in items]
+
+
+# -- items that stay in shared memory between worker processes ------------------------
+
+IN_WORKER = False  # True in a worker process (set by ``child.main``)
+
+
+class Packed:
+    """An output whose large buffers stay in shared memory where its worker put them.
+
+    A worker process answers with ``Packed`` items instead of copying large
+    buffers through the parent: the parent's channels hold these small
+    handles, and when one is sent on to another worker process only the handle
+    travels (``__reduce__``); that worker maps the segments itself. So a frame
+    goes from worker to worker through shared memory, and the parent never
+    copies it. The parent owns the segments: they are unlinked when its last
+    reference to the ``Packed`` goes, after every consumer has mapped them.
+    Where the parent itself needs the value (a thread stage, the run's
+    output), ``unpack`` maps it there.
+    """
+
+    __slots__ = ("nbytes", "payload", "segments")
+
+    def __init__(self, segments: list[tuple[str, int]], payload: bytes) -> None:
+        self.segments = segments
+        self.payload = payload
+        self.nbytes = sum(size for _, size in segments)  # for buffer sizing
+
+    def unpack(self) -> Any:
+        try:
+            buffers = [_open_segment(name, size, owned=False) for name, size in self.segments]
+            return pickle.loads(self.payload, buffers=buffers)
+        except Exception as exc:
+            raise WireError(f"{type(exc).__name__}: {exc}") from exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_arrive, (self.segments, self.payload))
+
+    def __del__(self) -> None:
+        if IN_WORKER:  # the parent owns the segments; a worker only made them
+            return
+        try:
+            for name, _ in self.segments:
+                unlink(name)
+        except Exception:  # at interpreter exit; the run's sweep has it covered
+            pass
+
+
+def _arrive(segments: list[tuple[str, int]], payload: bytes) -> Any:
+    """Unpickling a ``Packed``: a worker maps the value, the parent keeps the handle."""
+    packed = Packed(segments, payload)
+    return packed.unpack() if IN_WORKER else packed
+
+
+class _LargeBuffer(Exception):
+    pass
+
+
+def pack_outputs(outputs: list[Any], prefix: str) -> list[Any]:
+    """A worker's outputs, with each one that holds large buffers made a ``Packed``.
+
+    Small outputs (the common case for cheap stages) are left as they are at
+    the cost of one check; only when a large buffer shows up is each output
+    pickled on its own.
+    """
+
+    def refuse_large(buf: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buf.raw()
+        except BufferError:
+            return True
+        if raw.nbytes >= SHM_THRESHOLD:
+            raise _LargeBuffer
+        return True
+
+    wrapped = mark_large(outputs)
+    try:
+        cloudpickle.dumps(wrapped, protocol=5, buffer_callback=refuse_large)
+        return outputs
+    except _LargeBuffer:
+        pass
+    except Exception:
+        return outputs  # cannot be pickled at all: ``send`` reports it
+    packed: list[Any] = []
+    for x in outputs:
+        header, payload = encode(_wrap_item(x), prefix)
+        segments: list[tuple[str, int]] = pickle.loads(header)
+        packed.append(Packed(segments, payload) if segments else x)
+    return packed
+
+
+def unpack_items(items: list[Any]) -> list[Any]:
+    """``items`` with every ``Packed`` (also inside tuples, lists, dicts) mapped here."""
+    out = items
+    for i, x in enumerate(items):
+        if type(x) in _HOLDERS:
+            y = _unpack(x, 2)
+            if y is not x:
+                if out is items:
+                    out = list(items)
+                out[i] = y
     return out
+
+
+def _unpack(x: Any, depth: int) -> Any:
+    t = type(x)
+    if t is Packed:
+        return x.unpack()
+    if depth == 0:
+        return x
+    if t is tuple or t is list:
+        parts = [_unpack(p, depth - 1) for p in x]
+        return t(parts) if any(a is not b for a, b in zip(parts, x)) else x
+    if t is dict:
+        values = {k: _unpack(v, depth - 1) for k, v in x.items()}
+        return values if any(values[k] is not v for k, v in x.items()) else x
+    return x
+
+
+_HOLDERS = frozenset((Packed, tuple, list, dict))
 
 
 def encode(obj: Any, prefix: str | None) -> tuple[bytes, bytes]:
@@ -162,7 +285,7 @@ def encode(obj: Any, prefix: str | None) -> tuple[bytes, bytes]:
 
     try:
         payload = cloudpickle.dumps(
-            _wrap_items(obj) if prefix is not None else obj,
+            obj,
             protocol=5,
             buffer_callback=out_of_band,
         )

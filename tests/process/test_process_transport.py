@@ -1,0 +1,80 @@
+"""Process backend only: large items between worker processes stay in shared memory."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from flowpipe import merge, stage
+from flowpipe._transport import wire
+
+P = "process"
+
+
+def frames(n: int) -> list[np.ndarray]:
+    return [np.full((256, 256, 3), i, dtype=np.uint8) for i in range(n)]
+
+
+def test_a_large_output_reaches_the_parent_as_a_handle() -> None:
+    big = np.arange(100_000, dtype=np.int64)
+    packed = wire.pack_outputs([big, 5, "small"], "fptest_")
+    try:
+        assert type(packed[0]) is wire.Packed
+        assert packed[0].nbytes == big.nbytes  # buffers are sized by what they hold
+        assert packed[1:] == [5, "small"]
+        (back,) = wire.unpack_items([packed[0]])
+        assert np.array_equal(back, big)
+    finally:
+        del packed  # the parent owns the segment: dropping the handle unlinks it
+
+
+def test_small_outputs_are_left_as_they_are() -> None:
+    outputs = [1, (2, "x"), b"short"]
+    assert wire.pack_outputs(outputs, "fptest_") is outputs
+
+
+def test_frames_go_from_worker_to_worker_intact() -> None:
+    @stage(workers=2)
+    def brighten(f: np.ndarray) -> np.ndarray:
+        return f + 1
+
+    @stage
+    def check(f: np.ndarray) -> tuple[int, int]:
+        return int(f[0, 0, 0]), os.getpid()
+
+    out = (brighten | brighten | check).run(frames(20), backend=P)
+    assert [v for v, _ in out] == [i + 2 for i in range(20)]
+    assert all(pid != os.getpid() for _, pid in out)
+
+
+def test_a_handle_shared_by_two_branches_serves_both() -> None:
+    double = stage(lambda f: f * 2, name="double")
+    mean = stage(lambda f: float(f.mean()), name="mean")
+    peak = stage(lambda f: int(f.max()), name="peak")
+    pipe = double | (mean, peak)
+    out = pipe.run(frames(10), backend=P)
+    assert out == [(float(2 * i), 2 * i) for i in range(10)]
+
+
+def test_handles_in_windows_merges_and_thread_stages() -> None:
+    passthrough = stage(lambda f: f, name="pass")
+    local = stage(lambda f: int(f[0, 0, 0]), name="local", backend="thread")
+
+    @stage(window=3)
+    def spread(window: tuple[Any, ...]) -> int:
+        return int(window[-1][0, 0, 0]) - int(window[0][0, 0, 0])
+
+    assert (passthrough | spread).run(frames(8), backend=P) == [2] * 6
+    assert (passthrough | local).run(frames(5), backend=P) == [0, 1, 2, 3, 4]
+    merged = passthrough | merge(stage(lambda f: int(f.sum() > 0)), local)
+    assert sorted(merged.run(frames(4), backend=P)) == sorted([0, 1, 1, 1, 0, 1, 2, 3])
+
+
+def test_leaving_early_with_handles_in_the_channels_leaves_no_segment() -> None:
+    pipe = stage(lambda f: f + 1, workers=2) | stage(lambda f: f - 1)
+    with pipe.iter(iter(frames(200)), backend=P) as run:
+        first = next(run)
+    assert int(first[0, 0, 0]) == 0
+    # the autouse fixture checks /dev/shm and the child processes
