@@ -60,11 +60,16 @@ def _new_segment(prefix: str, data: memoryview) -> tuple[str, int]:
     size = data.nbytes
     fd = _shm().shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
-        # write(), not a mapping: the kernel fills fresh pages without a page
-        # fault per 4 KiB, which makes a 1080p frame several times cheaper.
-        written = 0
-        while written < size:
-            written += os.write(fd, data[written:])
+        try:
+            # write(), not a mapping: the kernel fills fresh pages without a page
+            # fault per 4 KiB, which makes a 1080p frame several times cheaper.
+            written = 0
+            while written < size:
+                written += os.write(fd, data[written:])
+        except OSError:  # shared memory that cannot be written to (macOS): map it
+            os.ftruncate(fd, size)
+            with mmap.mmap(fd, size) as mm:
+                mm[:size] = data
     except BaseException:
         os.close(fd)
         unlink(name)
