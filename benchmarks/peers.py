@@ -30,6 +30,22 @@ class Peer:
     prepare: Callable[[Scenario], Job]
     flowpipe: bool = False  # rows the issue's targets apply to
     package: str | None = None  # distribution whose version is printed
+    processes: bool = False  # a process-based peer: timed on ``cpu`` scenarios only
+
+    def applies_to(self, scenario: Scenario) -> bool:
+        return scenario.cpu or not self.processes
+
+
+class Fused:
+    """The four stages as one picklable callable (for process pools)."""
+
+    def __init__(self, stages: tuple[Callable[[int], int], ...]) -> None:
+        self.stages = stages
+
+    def __call__(self, x: int) -> int:
+        for fn in self.stages:
+            x = fn(x)
+        return x
 
 
 def fused(scenario: Scenario) -> Callable[[int], int]:
@@ -99,6 +115,62 @@ def flowpipe_pipeline(scenario: Scenario) -> Any:
     return a | b | c | d
 
 
+def prepare_flowpipe_process(scenario: Scenario) -> Job:
+    """The same pipeline on ``backend="process"``: one worker process per stage worker."""
+    pipe, n = flowpipe_pipeline(scenario), scenario.n
+    return lambda: pipe.run(range(n), backend="process")
+
+
+def prepare_mp_pool(scenario: Scenario) -> Job:
+    """``multiprocessing.Pool(cpus).imap`` over the fused stages, the stdlib way.
+
+    Chunks of ``n / (4 x cpus)`` items, as ``Pool.map`` would pick.
+    """
+    import multiprocessing
+    import os
+
+    fn, n = Fused(scenario.stages), scenario.n
+    cpus = os.cpu_count() or 1
+    chunk = max(1, n // (4 * cpus))
+
+    def job() -> list[Any]:
+        with multiprocessing.get_context("spawn").Pool(cpus) as pool:
+            return list(pool.imap(fn, range(n), chunksize=chunk))
+
+    return job
+
+
+def prepare_pypeln_process(scenario: Scenario) -> Job:
+    """``pl.process.map`` chained, ``workers`` processes per stage, then ordered."""
+    import pypeln as pl
+
+    stages, n, w = scenario.stages, scenario.n, scenario.workers
+
+    def job() -> list[Any]:
+        s: Any = range(n)
+        for fn in stages:
+            s = pl.process.map(fn, s, workers=w)
+        return list(pl.process.ordered(s))
+
+    return job
+
+
+def prepare_mpire_process(scenario: Scenario) -> Job:
+    """mpire's ``WorkerPool`` of processes (its default start method) over the fused stages."""
+    import os
+
+    from mpire.pool import WorkerPool
+
+    fn, n = Fused(scenario.stages), scenario.n
+    cpus = os.cpu_count() or 1
+
+    def job() -> list[Any]:
+        with WorkerPool(n_jobs=cpus) as pool:
+            return list(pool.map(fn, range(n)))
+
+    return job
+
+
 def prepare_flowpipe(scenario: Scenario) -> Job:
     pipe, n = flowpipe_pipeline(scenario), scenario.n
     return lambda: pipe.run(range(n))
@@ -120,9 +192,19 @@ PEERS: tuple[Peer, ...] = (
     Peer("mpire", "mpire threads, fused", prepare_mpire, package="mpire"),
     Peer("flowpipe", "flowpipe range()", prepare_flowpipe, flowpipe=True, package="flowpipe"),
     Peer("flowpipe/gen", "flowpipe generator", prepare_flowpipe_gen, flowpipe=True),
+    Peer("mp.Pool", "multiprocessing.Pool, fused", prepare_mp_pool, processes=True),
+    Peer("pypeln/p", "pypeln process", prepare_pypeln_process, processes=True),
+    Peer("mpire/p", "mpire processes, fused", prepare_mpire_process, processes=True),
+    Peer(
+        "flowpipe/p",
+        "flowpipe process",
+        prepare_flowpipe_process,
+        flowpipe=True,
+        processes=True,
+    ),
 )
 
-BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire")
+BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire", "mp.Pool")
 
 
 def select_peers(keys: list[str] | None) -> list[Peer]:
@@ -143,6 +225,8 @@ def prepare_all(scenario: Scenario, peers: list[Peer]) -> tuple[list[tuple[Peer,
     jobs: list[tuple[Peer, Job]] = []
     notes: list[str] = []
     for peer in peers:
+        if not peer.applies_to(scenario):
+            continue
         try:
             jobs.append((peer, peer.prepare(scenario)))
         except ImportError as exc:

@@ -11,6 +11,9 @@ implementation (see ``peers.py``) turns ``range(n)`` into the list
   releases the GIL) and returns its input, with 1 or 4 workers per stage. This
   measures how close an implementation gets to the ideal throughput of a
   pipeline whose stages are all equally slow.
+- ``cpu``: every stage spins in pure Python (holds the GIL) for about 0.25 ms,
+  one worker per stage. Threads cannot beat the loop here; this compares
+  flowpipe's process backend with process pools and pypeln's process stages.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ TRIVIAL_N_QUICK = 5_000
 SLEEP_N = 1_000
 SLEEP_N_QUICK = 40
 SLEEP_SECONDS = 0.002
+CPU_N = 2_000
+CPU_N_QUICK = 100
+SPIN = 20_000  # loop turns per stage call: about 0.25 ms of pure Python
 
 
 def inc1(x: int) -> int:
@@ -65,6 +71,30 @@ def nap4(x: int) -> int:
     return x
 
 
+def spin1(x: int) -> int:
+    for _ in range(SPIN):
+        pass
+    return x + 1
+
+
+def spin2(x: int) -> int:
+    for _ in range(SPIN):
+        pass
+    return x + 1
+
+
+def spin3(x: int) -> int:
+    for _ in range(SPIN):
+        pass
+    return x + 1
+
+
+def spin4(x: int) -> int:
+    for _ in range(SPIN):
+        pass
+    return x + 1
+
+
 @dataclass(frozen=True)
 class Target:
     """One goal from the issue: ``peer`` at least ``ratio`` times ``baseline``.
@@ -97,6 +127,7 @@ class Scenario:
     workers: int
     sleep_s: float = 0.0  # per item per stage; 0: no ideal time is defined
     targets: tuple[Target, ...] = field(default=())
+    cpu: bool = False  # stages hold the GIL: process-based peers are timed too
 
     @property
     def threads(self) -> int:
@@ -131,6 +162,7 @@ SLEEP_TARGETS = (Target("ideal", 0.95), Target("ideal/real", 0.95))
 def build_scenarios(quick: bool) -> list[Scenario]:
     trivial_n = TRIVIAL_N_QUICK if quick else TRIVIAL_N
     sleep_n = SLEEP_N_QUICK if quick else SLEEP_N
+    cpu_n = CPU_N_QUICK if quick else CPU_N
     naps: Stages = (nap1, nap2, nap3, nap4)
     return [
         Scenario(
@@ -152,6 +184,14 @@ def build_scenarios(quick: bool) -> list[Scenario]:
                 targets=SLEEP_TARGETS,
             )
             for w in (1, 4)
+        ),
+        Scenario(
+            "cpu",
+            f"4 stages of pure-Python work (~0.25 ms each), {cpu_n:_} items, 1 worker each",
+            cpu_n,
+            (spin1, spin2, spin3, spin4),
+            workers=1,
+            cpu=True,
         ),
     ]
 
