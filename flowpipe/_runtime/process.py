@@ -125,6 +125,7 @@ class WorkerProcess:
                     _BOOT.format(root=_PACKAGE_ROOT, conn=theirs.fileno(), lifeline=lifeline_read),
                 ],
                 pass_fds=(theirs.fileno(), lifeline_read),
+                stdin=subprocess.DEVNULL,  # output goes where the parent's goes; input is not theirs
                 start_new_session=True,  # Ctrl-C in a terminal goes to the parent only
             )
         except BaseException:
