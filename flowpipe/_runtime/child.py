@@ -27,9 +27,7 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from multiprocessing.connection import Connection
-from typing import Any
 
 EXIT_PARENT_GONE = 70
 
@@ -43,47 +41,18 @@ def _watch_parent(lifeline_fd: int) -> None:
     os._exit(EXIT_PARENT_GONE)  # the parent is gone: no one will read our outputs
 
 
-def _error_reply(
-    label: str, index: int | None, item: Any, exc: BaseException, what: str = ""
-) -> tuple[Any, ...]:
-    """An error as a message: the exception pickled on its own so that the parent can
-    fall back to its text when the exception itself cannot travel."""
-    import cloudpickle
-
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        exc_bytes: bytes | None = cloudpickle.dumps(exc)
-    except Exception:
-        exc_bytes = None
-    try:
-        cloudpickle.dumps(item)
-    except Exception:
-        item = None
-    return ("error", label, index, item, exc_bytes, f"{type(exc).__name__}: {exc}", text, what)
-
-
 def serve(conn: Connection) -> int:
-    from .._errors import StageError
-    from .._observe.counters import WorkerCounters
-    from .._plan.plan import StageNode
     from .._transport import wire
-    from .engine import AsyncSliceCaller, SliceCaller, close_callable
+    from .remote import SliceServer, error_reply
 
     sys.path[:] = wire.recv(conn)
     label = "?"
     try:
         label, node, prefix = wire.recv(conn)
-        assert isinstance(node, StageNode)
-        fn = node.stage.make_callable()
+        server = SliceServer(label, node)
     except BaseException as exc:
-        wire.send(conn, _error_reply(label, None, None, exc, "start"), None)
+        wire.send(conn, error_reply(label, None, None, exc, "start"), None)
         return 1
-    counters = WorkerCounters()
-    caller: Any = (
-        AsyncSliceCaller(node, fn, counters)
-        if node.stage.call_kind == "async"
-        else SliceCaller(node, fn, counters)
-    )
     wire.send(conn, ("ready",), None)
     try:
         while True:
@@ -92,38 +61,25 @@ def serve(conn: Connection) -> int:
             except EOFError:
                 return 0
             except wire.WireError as exc:  # an input that cannot be rebuilt here
-                wire.send(
-                    conn, _error_reply(label, None, None, exc.__cause__ or exc, "input"), None
-                )
+                wire.send(conn, error_reply(label, None, None, exc.__cause__ or exc, "input"), None)
                 return 1
             if message[0] == "close":
                 return 0
             _, items, offset = message
-            try:
-                outputs = caller.call(items, offset)
-            except StageError as err:
-                cause = err.__cause__ if err.__cause__ is not None else err
-                wire.send(conn, _error_reply(label, err.index, err.item, cause), None)
+            reply = server.call(items, offset)
+            if reply[0] == "error":
+                wire.send(conn, reply, None)
                 return 1
-            except BaseException as exc:
-                wire.send(conn, _error_reply(label, offset, None, exc), None)
-                return 1
-            counts = (counters.errors, counters.retries, counters.skipped)
-            counters.errors = counters.retries = counters.skipped = 0
             try:
                 # Large outputs stay in shared memory; the parent gets handles.
-                wire.send(conn, ("ok", wire.pack_outputs(outputs, prefix), *counts), None)
+                outputs = wire.pack_outputs(reply[1], prefix)
+                wire.send(conn, ("ok", outputs, *reply[2:]), None)
             except wire.WireError as exc:  # an output that cannot be pickled
-                wire.send(
-                    conn, _error_reply(label, offset, None, exc.__cause__ or exc, "output"), None
-                )
+                cause = exc.__cause__ or exc
+                wire.send(conn, error_reply(label, offset, None, cause, "output"), None)
                 return 1
     finally:
-        try:
-            if isinstance(caller, AsyncSliceCaller):
-                caller.close()
-        finally:
-            close_callable(fn)
+        server.close()
 
 
 def main(conn_fd: int, lifeline_fd: int) -> None:

@@ -34,20 +34,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
 
-from .._errors import StageError, WorkerCrashed
+from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._transport import wire
-from .._transport.buffer import Aborted
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
-from .policy import ErrorPolicy
+from .remote import RemoteCaller, RemoteFailure, RemoteWorker, WorkerDied, error_from_reply
 from .thread import start_thread
 
 logger = logging.getLogger("flowpipe")
@@ -56,20 +54,13 @@ PROCESS_SLICE_SECONDS = 0.005  # a round trip costs ~50 µs: give each slice mor
 EXIT_WAIT = 1.0  # seconds a closing worker process gets before it is killed
 STOP_GRACE = 0.5  # seconds a busy worker process gets to finish its call once a run stops
 POLL = 0.1  # how often a waiting worker thread looks at the stop switch
+WHAT = "worker process"
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _BOOT = (
     "import sys; sys.path.insert(0, {root!r}); "
     "from flowpipe._runtime.child import main; main({conn}, {lifeline})"
 )
-
-
-class WorkerDied(Exception):
-    """The worker process went away mid-conversation."""
-
-
-class RemoteFailure(Exception):
-    """An exception from a worker process that could not itself be sent back."""
 
 
 def _describe_exit(code: int | None) -> str:
@@ -81,30 +72,6 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _error_from_reply(reply: tuple[Any, ...], offset: int) -> StageError:
-    """Rebuild a worker's error: the original exception as ``__cause__``, its traceback text."""
-    _, label, index, item, exc_bytes, summary, text, what = reply
-    cause: BaseException
-    try:
-        cause = cloudpickle.loads(exc_bytes) if exc_bytes is not None else RemoteFailure(summary)
-    except Exception:  # the exception class cannot be rebuilt here: keep its text
-        cause = RemoteFailure(summary)
-    if what == "input":
-        failure = RemoteFailure(f"an input could not be rebuilt in the worker process: {summary}")
-        index, item = offset, None
-    elif what == "output":
-        failure = RemoteFailure(f"an output cannot be sent back from the worker process: {summary}")
-    else:
-        failure = cause
-    if failure is not cause:
-        failure.__cause__ = cause
-    err = StageError(
-        label, None if what == "start" else index, item, cause=failure, remote_traceback=text
-    )
-    err.__cause__ = failure
-    return err
 
 
 class WorkerProcess:
@@ -137,8 +104,30 @@ class WorkerProcess:
             os.close(lifeline_read)
         self.conn = Connection(ours.detach())
 
-    def ask(self, message: Any, offset: int) -> Any:
-        """Send ``message``; return the worker's reply (raise its error as ``StageError``)."""
+    @classmethod
+    def start(cls, label: str, state: RunState, setup: tuple[bytes, bytes]) -> WorkerProcess:
+        """A worker process, started and holding the stage (built in it); ``WorkerDied``
+        if it ends first, ``StageError`` if the stage cannot be rebuilt or built there."""
+        worker = cls(label, state)
+        try:
+            wire.send(worker.conn, sys.path, None)
+            worker.conn.send_bytes(setup[0])
+            worker.conn.send_bytes(setup[1])
+            reply = worker.receive()
+            if reply[0] == "error":
+                raise error_from_reply(reply, 0, WHAT)
+        except (EOFError, OSError) as exc:
+            worker.close()
+            how = worker.exit_description()
+            raise WorkerDied(f"the worker process died while starting ({how})") from exc
+        except BaseException:
+            worker.close()
+            raise
+        return worker
+
+    def ask(self, items: list[Any], offset: int) -> tuple[Any, ...]:
+        """The worker's reply for a slice (its error raised as ``StageError``)."""
+        message = ("call", wire.mark_large(items), offset)
         try:
             wire.send(self.conn, message, self.prefix)
         except wire.WireError as exc:
@@ -157,8 +146,8 @@ class WorkerProcess:
             err = StageError(self.label, offset, cause=failure)
             raise err from failure
         if reply[0] == "error":
-            raise _error_from_reply(reply, offset)
-        return reply
+            raise error_from_reply(reply, offset, WHAT)
+        return reply  # type: ignore[no-any-return]
 
     def _unsendable(self, message: Any, offset: int, exc: wire.WireError) -> StageError:
         """Name the first input of a slice that cannot be pickled."""
@@ -215,126 +204,6 @@ class WorkerProcess:
         os.close(self._lifeline)
 
 
-class ProcessCaller:
-    """Calls one stage worker's slices in a worker process; replaces it when it dies."""
-
-    slice_target = PROCESS_SLICE_SECONDS
-
-    def __init__(
-        self, stage_run: StageRun, setup: tuple[bytes, bytes], counters: WorkerCounters
-    ) -> None:
-        self.stage_run = stage_run
-        self.state: RunState = stage_run.state
-        self.label = stage_run.node.label
-        self.setup = setup
-        self.counters = counters
-        opts = stage_run.node.stage.options
-        self.policy = ErrorPolicy(self.label, opts.retries, opts.on_error, counters)
-        self.lock = threading.Lock()
-        self.worker: WorkerProcess | None = None
-        self.worker = self._start()
-
-    def _start(self) -> WorkerProcess:
-        if self.state.stopped:
-            raise Aborted
-        worker = WorkerProcess(self.label, self.state)
-        with self.lock:
-            self.worker = worker
-        try:
-            wire.send(worker.conn, sys.path, None)
-            worker.conn.send_bytes(self.setup[0])
-            worker.conn.send_bytes(self.setup[1])
-            reply = worker.receive()
-            if reply[0] == "error":
-                raise _error_from_reply(reply, 0)
-        except (EOFError, OSError) as exc:
-            self._drop(worker)
-            if self.state.stopped:
-                raise Aborted from None
-            died = WorkerDied(
-                f"the worker process died while starting ({worker.exit_description()})"
-            )
-            raise self._crashed(None, None, died) from exc
-        except BaseException:
-            self._drop(worker)
-            raise
-        return worker
-
-    def _drop(self, worker: WorkerProcess) -> None:
-        with self.lock:
-            if self.worker is worker:
-                self.worker = None
-        worker.close()
-
-    def _replace(self) -> WorkerProcess:
-        old = self.worker
-        if old is not None:
-            old.close()
-        return self._start()
-
-    def call(self, items: list[Any], offset: int) -> list[Any]:
-        assert self.worker is not None
-        try:
-            return self._outputs(self.worker.ask(("call", wire.mark_large(items), offset), offset))
-        except WorkerDied:
-            if self.state.stopped:
-                raise Aborted from None
-            crash = self._crash(offset, len(items))
-        # The whole slice was lost with the worker: nothing of it came out yet.
-        worker = self._replace()
-        if self.policy.retries == 0 and self.policy.handler == "raise":
-            raise self._crashed(offset, items[0] if len(items) == 1 else items, crash)
-        logger.warning("stage %r: %s; going on with a fresh worker process", self.label, crash)
-        self.counters.errors += 1
-        if self.policy.retries:
-            self.counters.retries += 1  # the slice runs again, one item at a time
-        out: list[Any] = []
-        for k, item in enumerate(items):  # one at a time, to find the item that kills workers
-            attempt = 1
-            while True:
-                try:
-                    message = ("call", wire.mark_large([item]), offset + k)
-                    out.extend(self._outputs(worker.ask(message, offset + k)))
-                    break
-                except WorkerDied:
-                    if self.state.stopped:
-                        raise Aborted from None
-                    crash = self._crash(offset + k, 1)
-                    worker = self._replace()
-                    try:
-                        again = self.policy.should_retry([item], offset + k, crash, attempt)
-                    except StageError:
-                        raise self._crashed(offset + k, item, crash) from None
-                    if not again:
-                        break
-                    attempt += 1
-        return out
-
-    def _crash(self, offset: int, n: int) -> WorkerDied:
-        assert self.worker is not None
-        how = self.worker.exit_description()
-        span = f"input #{offset}" if n == 1 else f"inputs #{offset}-#{offset + n - 1}"
-        return WorkerDied(f"the worker process died ({how}) while working on {span}")
-
-    def _crashed(self, index: int | None, item: Any, crash: WorkerDied) -> WorkerCrashed:
-        err = WorkerCrashed(self.label, index, item, cause=crash)
-        err.__cause__ = crash
-        return err
-
-    def _outputs(self, reply: tuple[Any, ...]) -> list[Any]:
-        _, outputs, errors, retries, skipped = reply
-        self.counters.errors += errors
-        self.counters.retries += retries
-        self.counters.skipped += skipped
-        return outputs  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        with self.lock:
-            worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.close()
-
-
 class ProcessBackend(Backend):
     name = "process"
 
@@ -350,7 +219,16 @@ class ProcessBackend(Backend):
         setup = stage_bytes
 
         def factory(wid: int, counters: WorkerCounters) -> Caller:
-            return ProcessCaller(stage_run, setup, counters)
+            def start_worker() -> RemoteWorker:
+                return WorkerProcess.start(label, stage_run.state, setup)
+
+            return RemoteCaller(
+                stage_run,
+                counters,
+                start_worker,
+                what=WHAT,
+                slice_target=PROCESS_SLICE_SECONDS,
+            )
 
         stage_run.caller_factory = factory
         state = stage_run.state

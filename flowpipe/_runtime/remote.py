@@ -1,0 +1,250 @@
+"""Calling a stage's slices in a worker elsewhere (a process, a Ray actor). Written once.
+
+Both sides of the conversation live here, so that every backend that runs a
+stage outside the caller's process behaves the same:
+
+- ``SliceServer`` is the worker's side: it builds the stage's callable once
+  (a class stage's instance), calls slices with the shared ``SliceCaller``
+  (retries, ``on_error``, batch checks) and answers with a *reply*:
+  ``("ok", outputs, errors, retries, skipped)`` or an error reply carrying the
+  exception (pickled on its own), its text and the remote traceback.
+- ``RemoteCaller`` is the caller's side: the ``Caller`` a worker loop of
+  ``engine.StageRun`` uses. It turns error replies back into ``StageError``,
+  adds the worker's counters to the stage's, and handles a worker that dies:
+  ``WorkerCrashed``, or with ``retries``/``on_error`` the lost slice run again
+  item by item on a fresh worker, so the item that kills workers is found and
+  nothing is lost or duplicated.
+
+A backend supplies only how to start a worker and talk to it (``RemoteWorker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cloudpickle
+
+from .._errors import StageError, WorkerCrashed
+from .._observe.counters import WorkerCounters
+from .._plan.plan import StageNode
+from .._transport.buffer import Aborted
+from .engine import AsyncSliceCaller, RunState, SliceCaller, StageRun, close_callable
+from .policy import ErrorPolicy
+
+logger = logging.getLogger("flowpipe")
+
+
+class WorkerDied(Exception):
+    """The worker went away mid-conversation (its process ended, its actor died)."""
+
+
+class RemoteFailure(Exception):
+    """An exception from a worker that could not itself be sent back, as its text."""
+
+
+# -- the worker's side ----------------------------------------------------------------
+
+
+def error_reply(
+    label: str, index: int | None, item: Any, exc: BaseException, what: str = ""
+) -> tuple[Any, ...]:
+    """An error as a reply. ``what``: "" (the stage raised), "start", "input", "output"."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        exc_bytes: bytes | None = cloudpickle.dumps(exc)
+    except Exception:
+        exc_bytes = None
+    try:
+        cloudpickle.dumps(item)
+    except Exception:
+        item = None
+    return ("error", label, index, item, exc_bytes, f"{type(exc).__name__}: {exc}", text, what)
+
+
+class SliceServer:
+    """A stage as a worker runs it: built once, then called slice by slice."""
+
+    def __init__(self, label: str, node: StageNode) -> None:
+        self.label = label
+        self.fn = node.stage.make_callable()
+        self.counters = WorkerCounters()
+        self.caller: SliceCaller | AsyncSliceCaller = (
+            AsyncSliceCaller(node, self.fn, self.counters)
+            if node.stage.call_kind == "async"
+            else SliceCaller(node, self.fn, self.counters)
+        )
+
+    def call(self, items: list[Any], offset: int) -> tuple[Any, ...]:
+        """The reply for one slice; the stage's own errors become error replies."""
+        try:
+            outputs = self.caller.call(items, offset)
+        except StageError as err:
+            cause = err.__cause__ if err.__cause__ is not None else err
+            return error_reply(self.label, err.index, err.item, cause)
+        except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
+            return error_reply(self.label, offset, None, exc)
+        c = self.counters
+        reply = ("ok", outputs, c.errors, c.retries, c.skipped)
+        c.errors = c.retries = c.skipped = 0
+        return reply
+
+    def close(self) -> None:
+        try:
+            if isinstance(self.caller, AsyncSliceCaller):
+                self.caller.close()
+        finally:
+            close_callable(self.fn)
+
+
+# -- the caller's side ----------------------------------------------------------------
+
+
+def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageError:
+    """Rebuild a worker's error: the original exception as ``__cause__``, its traceback text."""
+    _, label, index, item, exc_bytes, summary, text, what = reply
+    cause: BaseException
+    try:
+        cause = cloudpickle.loads(exc_bytes) if exc_bytes is not None else RemoteFailure(summary)
+    except Exception:  # the exception class cannot be rebuilt here: keep its text
+        cause = RemoteFailure(summary)
+    if what == "input":
+        failure = RemoteFailure(f"an input could not be rebuilt in the {where}: {summary}")
+        index, item = offset, None
+    elif what == "output":
+        failure = RemoteFailure(f"an output cannot be sent back from the {where}: {summary}")
+    else:
+        failure = cause
+    if failure is not cause:
+        failure.__cause__ = cause
+    err = StageError(
+        label, None if what == "start" else index, item, cause=failure, remote_traceback=text
+    )
+    err.__cause__ = failure
+    return err
+
+
+class RemoteWorker(Protocol):
+    """One started worker, as a backend talks to it."""
+
+    def ask(self, items: list[Any], offset: int) -> tuple[Any, ...]:
+        """The ``("ok", ...)`` reply for a slice; raises ``StageError`` for an error
+        reply and ``WorkerDied`` when the worker went away."""
+        ...
+
+    def exit_description(self) -> str:
+        """How the worker ended ("killed by SIGKILL", "exit code 3"), for messages."""
+        ...
+
+    def close(self) -> None:
+        """Let the worker finish (a class stage's ``close()`` runs); end it if it does not."""
+        ...
+
+
+class RemoteCaller:
+    """The ``Caller`` of one stage worker whose calls run in a ``RemoteWorker``."""
+
+    def __init__(
+        self,
+        stage_run: StageRun,
+        counters: WorkerCounters,
+        start_worker: Callable[[], RemoteWorker],
+        *,
+        what: str,
+        slice_target: float,
+    ) -> None:
+        self.state: RunState = stage_run.state
+        self.label = stage_run.node.label
+        self.counters = counters
+        self.start_worker = start_worker
+        self.what = what  # "worker process", "Ray actor": for messages
+        self.slice_target = slice_target
+        opts = stage_run.node.stage.options
+        self.policy = ErrorPolicy(self.label, opts.retries, opts.on_error, counters)
+        self.lock = threading.Lock()
+        self.worker: RemoteWorker | None = None
+        self.worker = self._start()
+
+    def _start(self) -> RemoteWorker:
+        if self.state.stopped:
+            raise Aborted
+        try:
+            worker = self.start_worker()
+        except WorkerDied as died:
+            if self.state.stopped:
+                raise Aborted from None
+            raise self._crashed(None, None, died) from None
+        with self.lock:
+            self.worker = worker
+        return worker
+
+    def _replace(self) -> RemoteWorker:
+        with self.lock:
+            old, self.worker = self.worker, None
+        if old is not None:
+            old.close()
+        return self._start()
+
+    def call(self, items: list[Any], offset: int) -> list[Any]:
+        assert self.worker is not None
+        try:
+            return self._outputs(self.worker.ask(items, offset))
+        except WorkerDied:
+            if self.state.stopped:
+                raise Aborted from None
+            crash = self._crash(offset, len(items))
+        # The whole slice was lost with the worker: nothing of it came out yet.
+        worker = self._replace()
+        if self.policy.retries == 0 and self.policy.handler == "raise":
+            raise self._crashed(offset, items[0] if len(items) == 1 else items, crash)
+        logger.warning("stage %r: %s; going on with a fresh %s", self.label, crash, self.what)
+        self.counters.errors += 1
+        if self.policy.retries:
+            self.counters.retries += 1  # the slice runs again, one item at a time
+        out: list[Any] = []
+        for k, item in enumerate(items):  # one at a time, to find the item that kills workers
+            attempt = 1
+            while True:
+                try:
+                    out.extend(self._outputs(worker.ask([item], offset + k)))
+                    break
+                except WorkerDied:
+                    if self.state.stopped:
+                        raise Aborted from None
+                    crash = self._crash(offset + k, 1)
+                    worker = self._replace()
+                    try:
+                        again = self.policy.should_retry([item], offset + k, crash, attempt)
+                    except StageError:
+                        raise self._crashed(offset + k, item, crash) from None
+                    if not again:
+                        break
+                    attempt += 1
+        return out
+
+    def _crash(self, offset: int, n: int) -> WorkerDied:
+        assert self.worker is not None
+        how = self.worker.exit_description()
+        span = f"input #{offset}" if n == 1 else f"inputs #{offset}-#{offset + n - 1}"
+        return WorkerDied(f"the {self.what} died ({how}) while working on {span}")
+
+    def _crashed(self, index: int | None, item: Any, crash: WorkerDied) -> WorkerCrashed:
+        err = WorkerCrashed(self.label, index, item, cause=crash)
+        err.__cause__ = crash
+        return err
+
+    def _outputs(self, reply: tuple[Any, ...]) -> list[Any]:
+        _, outputs, errors, retries, skipped = reply
+        self.counters.errors += errors
+        self.counters.retries += retries
+        self.counters.skipped += skipped
+        return outputs  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        with self.lock:
+            worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.close()
