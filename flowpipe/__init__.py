@@ -23,6 +23,7 @@ from ._dsl.stage import StageClass as StageClass
 from ._dsl.stage import stage as stage
 from ._errors import FlowpipeError as FlowpipeError
 from ._errors import GraphError as GraphError
+from ._errors import MissingExtra as MissingExtra
 from ._errors import RunClosed as RunClosed
 from ._errors import RunOptionError as RunOptionError
 from ._errors import StageError as StageError
@@ -39,6 +40,7 @@ __all__ = (
     "GraphError",
     "Pipeline",
     "Run",
+    "MissingExtra",
     "RunClosed",
     "RunOptionError",
     "RunStats",

@@ -51,6 +51,10 @@ class RunOptionError(FlowpipeError, ValueError):
     """A bad argument to ``run``/``iter``/``start``: an unknown backend or option."""
 
 
+class MissingExtra(FlowpipeError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names it."""
+
+
 class RunClosed(FlowpipeError):
     """Raised by ``put``/``get`` on a live run that was closed or has failed."""
 

@@ -4,6 +4,7 @@ segment behind; backends are a fixture."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import threading
 import time
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-BACKENDS = ["thread", "process"]  # the Ray issue adds its own here
+BACKENDS = ["thread", "process"]
+if importlib.util.find_spec("ray") is not None:  # the extra flowpipe[ray] is installed
+    BACKENDS.append("ray")
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = f"fp{os.getpid()}"  # flowpipe's segments of this test process's runs
 
@@ -20,6 +23,33 @@ SHM_PREFIX = f"fp{os.getpid()}"  # flowpipe's segments of this test process's ru
 def backend(request: pytest.FixtureRequest) -> str:
     """The backend a behaviour test runs on: one run of the suite per backend."""
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray for the whole test session (2 CPUs), started on first use."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        resources={"flowpipe_test": 2},  # a custom resource for the resources tests
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    yield
+    from flowpipe._runtime import ray_backend
+
+    ray_backend.pool.clear()
+    ray.shutdown()
+
+
+def uses_ray(request: pytest.FixtureRequest) -> bool:
+    callspec = getattr(request.node, "callspec", None)
+    return (
+        (callspec is not None
+        and callspec.params.get("backend") == "ray")
+        or (request.node.get_closest_marker("ray") is not None)
+    )
 
 
 def child_pids() -> set[int]:
@@ -49,12 +79,14 @@ def shm_segments() -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail any test that leaves a thread, a child process or a segment once it is over.
 
     Runs are expected to join their workers when they end or are closed; the
     grace period only covers a worker between its last statement and its exit.
     """
+    if uses_ray(request):  # Ray's own processes and threads live for the whole session
+        request.getfixturevalue("ray_cluster")
     threads_before = set(threading.enumerate())
     children_before = child_pids()
     segments_before = shm_segments()

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,10 +155,19 @@ def _page_id(path: Path) -> str:
     return path.name
 
 
-DOC_PAGES = [p for p in PAGES if any(not b.skip for b in parse_page(p))]
+def _doc_param(page: Path) -> Any:
+    """A page; one whose examples use Ray needs the session's local Ray (or is skipped)."""
+    if 'backend="ray"' not in page.read_text():
+        return pytest.param(page, id=page.name)
+    no_ray = importlib.util.find_spec("ray") is None
+    marks = [pytest.mark.ray, pytest.mark.skipif(no_ray, reason="needs the extra flowpipe[ray]")]
+    return pytest.param(page, id=page.name, marks=marks)
 
 
-@pytest.mark.parametrize("page", DOC_PAGES, ids=_page_id)
+DOC_PAGES = [_doc_param(p) for p in PAGES if any(not b.skip for b in parse_page(p))]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES)
 def test_page_examples_run(
     page: Path,
     tmp_path: Path,

@@ -32,16 +32,13 @@ class Backend(ABC):
         """Start ``stage_run``'s workers; each runs ``stage_run.run_worker(i)``."""
 
 
-_READY = {"thread", "process"}
+_MODULES = {"thread": "thread", "process": "process", "ray": "ray_backend"}
 
 
 def get_backend(name: str) -> Backend:
     """The backend called ``name``; its module is imported only when first asked for."""
-    if name not in _READY:
-        raise GraphError(
-            f"backend {name!r} is not available in this version of flowpipe yet; "
-            "use backend='thread'"
-        )
-    module = importlib.import_module(f"{__package__}.{name}")
+    if name not in _MODULES:
+        raise GraphError(f"backend {name!r} is not available; use one of {sorted(_MODULES)}")
+    module = importlib.import_module(f"{__package__}.{_MODULES[name]}")
     backend: Backend = module.backend_class()
     return backend

@@ -38,14 +38,19 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-import cloudpickle
-
 from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._transport import wire
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
-from .remote import RemoteCaller, RemoteFailure, RemoteWorker, WorkerDied, error_from_reply
+from .remote import (
+    RemoteCaller,
+    RemoteFailure,
+    RemoteWorker,
+    WorkerDied,
+    error_from_reply,
+    unsendable_error,
+)
 from .thread import start_thread
 
 logger = logging.getLogger("flowpipe")
@@ -131,7 +136,7 @@ class WorkerProcess:
         try:
             wire.send(self.conn, message, self.prefix)
         except wire.WireError as exc:
-            raise self._unsendable(message, offset, exc) from None
+            raise unsendable_error(self.label, items, offset, exc, WHAT) from None
         except OSError as exc:
             raise WorkerDied() from exc
         try:
@@ -148,21 +153,6 @@ class WorkerProcess:
         if reply[0] == "error":
             raise error_from_reply(reply, offset, WHAT)
         return reply  # type: ignore[no-any-return]
-
-    def _unsendable(self, message: Any, offset: int, exc: wire.WireError) -> StageError:
-        """Name the first input of a slice that cannot be pickled."""
-        index, item = offset, None
-        for k, x in enumerate(message[1] if message[0] == "call" else ()):
-            try:
-                cloudpickle.dumps(x)
-            except Exception:
-                index, item = offset + k, x
-                break
-        failure = RemoteFailure(f"an input cannot be sent to the worker process: {exc}")
-        failure.__cause__ = exc.__cause__
-        err = StageError(self.label, index, item, cause=failure)
-        err.__cause__ = failure
-        return err
 
     def receive(self) -> Any:
         """The next message; if the run stops meanwhile, the worker gets ``STOP_GRACE``

@@ -127,6 +127,25 @@ def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageEr
     return err
 
 
+def unsendable_error(
+    label: str, items: list[Any], offset: int, exc: BaseException, where: str
+) -> StageError:
+    """A slice that could not be sent to a worker: name its first item pickle refuses."""
+    index, item = offset, None
+    for k, x in enumerate(items):
+        try:
+            cloudpickle.dumps(x)
+        except Exception:
+            index, item = offset + k, x
+            break
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    failure = RemoteFailure(f"an input cannot be sent to the {where}: {exc}")
+    failure.__cause__ = cause
+    err = StageError(label, index, item, cause=failure)
+    err.__cause__ = failure
+    return err
+
+
 class RemoteWorker(Protocol):
     """One started worker, as a backend talks to it."""
 
