@@ -38,9 +38,9 @@ __version__ = "0.1.0"
 __all__ = (
     "FlowpipeError",
     "GraphError",
+    "MissingExtra",
     "Pipeline",
     "Run",
-    "MissingExtra",
     "RunClosed",
     "RunOptionError",
     "RunStats",
