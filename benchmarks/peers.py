@@ -31,6 +31,7 @@ class Peer:
     flowpipe: bool = False  # rows the issue's targets apply to
     package: str | None = None  # distribution whose version is printed
     processes: bool = False  # a process-based peer: timed on ``cpu`` scenarios only
+    ray: bool = False  # needs Ray (the extra flowpipe[ray]; Ray Data needs ray[data])
 
     def applies_to(self, scenario: Scenario) -> bool:
         return scenario.cpu or not self.processes
@@ -155,6 +156,92 @@ def prepare_pypeln_process(scenario: Scenario) -> Job:
     return job
 
 
+def start_ray() -> Any:
+    """A local Ray for the Ray peers, started once, outside every timed call."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def prepare_flowpipe_ray(scenario: Scenario) -> Job:
+    """The same pipeline on ``backend="ray"``: one actor per stage worker."""
+    start_ray()
+    pipe, n = flowpipe_pipeline(scenario), scenario.n
+    return lambda: pipe.run(range(n), backend="ray")
+
+
+RAY_WINDOW = 16  # items in flight in the hand-written Ray chain (bounded memory)
+
+
+def prepare_ray_actors(scenario: Scenario) -> Job:
+    """Ray actors by hand: one per stage, each item's calls chained by object ref.
+
+    The actors are made once here (warm, as flowpipe's pooled actors are after
+    its first round), with half a CPU each so that four fit on two CPUs.
+    Items go in a window of ``RAY_WINDOW`` so that frames do not pile up in
+    the object store.
+    """
+    ray = start_ray()
+
+    @ray.remote(num_cpus=0.5)
+    class StageActor:
+        def __init__(self, fn: Callable[[Any], Any]) -> None:
+            self.fn = fn
+
+        def call(self, x: Any) -> Any:
+            return self.fn(x)
+
+    actors = [StageActor.remote(fn) for fn in scenario.stages]  # type: ignore[attr-defined]
+    n = scenario.n
+
+    def job() -> list[Any]:
+        out: list[Any] = []
+        for start in range(0, n, RAY_WINDOW):
+            refs = []
+            for x in range(start, min(n, start + RAY_WINDOW)):
+                ref: Any = x
+                for actor in actors:
+                    ref = actor.call.remote(ref)
+                refs.append(ref)
+            out.extend(ray.get(refs))
+        return out
+
+    return job
+
+
+class _Mapper:
+    """One stage for Ray Data's ``map_batches``: applies it to every row of a batch."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        return {"item": np.asarray([self.fn(v) for v in batch["item"]])}
+
+
+def prepare_ray_data(scenario: Scenario) -> Job:
+    """Ray Data: ``map_batches`` with one actor per stage (``concurrency=1``), order kept."""
+    start_ray()
+    import ray.data as rd
+
+    rd.DataContext.get_current().execution_options.preserve_order = True
+    stages, n = scenario.stages, scenario.n
+
+    def job() -> list[Any]:
+        ds = rd.range(n).map_batches(lambda b: {"item": b["id"]})
+        for fn in stages:
+            ds = ds.map_batches(
+                _Mapper, fn_constructor_args=(fn,), concurrency=1, num_cpus=0.5, batch_size=32
+            )
+        return [int(row["item"]) for row in ds.take_all()]
+
+    return job
+
+
 def prepare_mpire_process(scenario: Scenario) -> Job:
     """mpire's ``WorkerPool`` of processes (its default start method) over the fused stages."""
     import os
@@ -202,9 +289,19 @@ PEERS: tuple[Peer, ...] = (
         flowpipe=True,
         processes=True,
     ),
+    Peer("ray", "Ray actors by hand", prepare_ray_actors, processes=True, ray=True),
+    Peer("ray.data", "Ray Data map_batches", prepare_ray_data, processes=True, ray=True),
+    Peer(
+        "flowpipe/ray",
+        "flowpipe ray",
+        prepare_flowpipe_ray,
+        flowpipe=True,
+        processes=True,
+        ray=True,
+    ),
 )
 
-BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire", "mp.Pool")
+BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire", "mp.Pool", "ray", "ray.data")
 
 
 def select_peers(keys: list[str] | None) -> list[Peer]:
@@ -230,7 +327,8 @@ def prepare_all(scenario: Scenario, peers: list[Peer]) -> tuple[list[tuple[Peer,
         try:
             jobs.append((peer, peer.prepare(scenario)))
         except ImportError as exc:
-            notes.append(f"skipped {peer.key}: {exc} (install it: pip install -e '.[benchmarks]')")
+            extra = "ray" if peer.ray else "benchmarks"
+            notes.append(f"skipped {peer.key}: {exc} (install it: pip install -e '.[{extra}]')")
     return jobs, notes
 
 

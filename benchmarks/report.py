@@ -131,6 +131,8 @@ class ScenarioReport:
             if not m.peer.flowpipe:
                 continue
             for target in self.scenario.targets:
+                if target.peer is not None and target.peer != m.peer.key:
+                    continue
                 value, ok = self.check(m.peer.key, target)
                 if value is None:
                     shown, verdict = "n/a", "not measured"

@@ -13,7 +13,12 @@ implementation (see ``peers.py``) turns ``range(n)`` into the list
   pipeline whose stages are all equally slow.
 - ``cpu``: every stage spins in pure Python (holds the GIL) for about 0.25 ms,
   one worker per stage. Threads cannot beat the loop here; this compares
-  flowpipe's process backend with process pools and pypeln's process stages.
+  flowpipe's process and Ray backends with process pools, pypeln's process
+  stages, Ray actors by hand and Ray Data.
+- ``frames``: the first stage makes a 1080p RGB frame (6 MB) from its number,
+  the next two brighten it (NumPy), the last reduces it to a checksum: three
+  edges that carry frames, which is what moving large items between workers
+  costs.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-Fn = Callable[[int], int]
+Fn = Callable[[Any], Any]
 Stages = tuple[Fn, Fn, Fn, Fn]
 
 TRIVIAL_N = 200_000
@@ -33,6 +39,9 @@ SLEEP_SECONDS = 0.002
 CPU_N = 2_000
 CPU_N_QUICK = 100
 SPIN = 20_000  # loop turns per stage call: about 0.25 ms of pure Python
+FRAMES_N = 120
+FRAMES_N_QUICK = 8
+FRAME_SHAPE = (1080, 1920, 3)
 
 
 def inc1(x: int) -> int:
@@ -95,6 +104,24 @@ def spin4(x: int) -> int:
     return x + 1
 
 
+def make_frame(x: int) -> Any:
+    import numpy as np
+
+    return np.full(FRAME_SHAPE, x % 251, dtype=np.uint8)
+
+
+def brighten(frame: Any) -> Any:
+    return frame + 1
+
+
+def brighten_more(frame: Any) -> Any:
+    return frame + 2
+
+
+def checksum(frame: Any) -> int:
+    return int(frame[0, 0, 0]) + int(frame[-1, -1, -1])
+
+
 @dataclass(frozen=True)
 class Target:
     """One goal from the issue: ``peer`` at least ``ratio`` times ``baseline``.
@@ -107,6 +134,7 @@ class Target:
     baseline: str
     ratio: float
     strict: bool = False
+    peer: str | None = None  # only this flowpipe row (None: every flowpipe row)
 
     def describe(self) -> str:
         if self.baseline == "ideal":
@@ -157,12 +185,16 @@ TRIVIAL_TARGETS = (
     Target("mpire", 1.0, strict=True),
 )
 SLEEP_TARGETS = (Target("ideal", 0.95), Target("ideal/real", 0.95))
+RAY_TARGETS = (
+    Target("ray", 0.9, peer="flowpipe/ray"),
+)  # flowpipe on Ray within 10% of Ray by hand (issue 7)
 
 
 def build_scenarios(quick: bool) -> list[Scenario]:
     trivial_n = TRIVIAL_N_QUICK if quick else TRIVIAL_N
     sleep_n = SLEEP_N_QUICK if quick else SLEEP_N
     cpu_n = CPU_N_QUICK if quick else CPU_N
+    frames_n = FRAMES_N_QUICK if quick else FRAMES_N
     naps: Stages = (nap1, nap2, nap3, nap4)
     return [
         Scenario(
@@ -186,12 +218,22 @@ def build_scenarios(quick: bool) -> list[Scenario]:
             for w in (1, 4)
         ),
         Scenario(
+            "frames",
+            f"make a 1080p frame, brighten it twice, checksum it: {frames_n} frames, 1 worker each",
+            frames_n,
+            (make_frame, brighten, brighten_more, checksum),
+            workers=1,
+            cpu=True,
+            targets=RAY_TARGETS,
+        ),
+        Scenario(
             "cpu",
             f"4 stages of pure-Python work (~0.25 ms each), {cpu_n:_} items, 1 worker each",
             cpu_n,
             (spin1, spin2, spin3, spin4),
             workers=1,
             cpu=True,
+            targets=RAY_TARGETS,
         ),
     ]
 

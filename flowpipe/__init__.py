@@ -31,6 +31,7 @@ from ._errors import StageOptionError as StageOptionError
 from ._errors import WorkerCrashed as WorkerCrashed
 from ._observe.stats import RunStats as RunStats
 from ._observe.stats import StageStats as StageStats
+from ._runtime.live import LiveRun as LiveRun
 from ._runtime.run import Run as Run
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = (
     "FlowpipeError",
     "GraphError",
+    "LiveRun",
     "MissingExtra",
     "Pipeline",
     "Run",

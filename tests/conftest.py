@@ -45,10 +45,8 @@ def ray_cluster() -> Iterator[None]:
 
 def uses_ray(request: pytest.FixtureRequest) -> bool:
     callspec = getattr(request.node, "callspec", None)
-    return (
-        (callspec is not None
-        and callspec.params.get("backend") == "ray")
-        or (request.node.get_closest_marker("ray") is not None)
+    return (callspec is not None and callspec.params.get("backend") == "ray") or (
+        request.node.get_closest_marker("ray") is not None
     )
 
 

@@ -5,6 +5,11 @@
   ``# E: <mypy error code> | <pyright rule>``, and nowhere else.
 - ``reveal_spec_example.py``: SPEC section 7's example reveals ``list[str]``.
 
+The package itself must be clean too: ``test_pyright_strict_on_the_package``
+runs pyright with the ``[tool.pyright]`` configuration of pyproject.toml (the
+``flowpipe`` package, strict); mypy --strict covers the package through its own
+configuration (``.venv/bin/mypy``).
+
 Each checker runs once over all files (module fixtures). Pyright's PyPI wrapper
 fetches the pyright package from the npm registry on its first run; where it
 cannot start, the pyright tests are skipped, saying why.
@@ -18,6 +23,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,18 +99,29 @@ def _run_mypy(tmp: Path) -> list[Report]:
     return reports
 
 
-def _run_pyright() -> list[Report]:
-    command = [sys.executable, "-m", "pyright", "--outputjson", "--pythonversion", PYTHON_VERSION]
-    command += ["--pythonpath", sys.executable, *map(str, FILES)]
+def _pyright_json(*args: str) -> dict[str, Any]:
+    """Pyright's ``--outputjson`` result, run from the repository root; skip if it cannot start."""
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+        import pyright  # noqa: F401 - only to learn whether the wrapper is installed
+    except ImportError:
+        pytest.skip("pyright is not installed (pip install -e '.[dev]')")
+    command = [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable]
+    try:
+        done = subprocess.run(
+            [*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=240
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"pyright could not start: {exc!r}")
     try:
-        result = json.loads(done.stdout)
+        result: dict[str, Any] = json.loads(done.stdout)
     except json.JSONDecodeError:
         tail = (done.stderr or done.stdout)[-600:]
         pytest.skip(f"pyright could not start (exit {done.returncode}): {tail}")
+    return result
+
+
+def _run_pyright() -> list[Report]:
+    result = _pyright_json("--pythonversion", PYTHON_VERSION, *map(str, FILES))
     return [
         Report(
             Path(d["file"]).name,
@@ -124,10 +141,6 @@ def mypy_reports(tmp_path_factory: pytest.TempPathFactory) -> list[Report]:
 
 @pytest.fixture(scope="module")
 def pyright_reports() -> list[Report]:
-    try:
-        import pyright  # noqa: F401 - only to learn whether the wrapper is installed
-    except ImportError:
-        pytest.skip("pyright is not installed (pip install -e '.[dev]')")
     return _run_pyright()
 
 
@@ -194,6 +207,20 @@ def test_pyright_reports_each_mistake_where_marked(
 def test_pyright_reveals_spec_example(pyright_reports: list[Report]) -> None:
     found = [(r.severity, r.message) for r in pyright_reports if r.file == REVEAL.name]
     assert found == [("information", 'Type of "(parse | half | label).run(lines)" is "list[str]"')]
+
+
+@SLOW
+def test_pyright_strict_on_the_package() -> None:
+    # No files named: pyright checks what pyproject.toml's [tool.pyright] includes.
+    result = _pyright_json()
+    errors = [
+        f"{d['file']}:{d['range']['start']['line'] + 1}: {d['message']} ({d.get('rule', '')})"
+        for d in result["generalDiagnostics"]
+        if d["severity"] == "error"
+    ]
+    assert errors == [], "pyright (strict) on flowpipe/:\n" + "\n".join(errors)
+    package = sorted((ROOT / "flowpipe").rglob("*.py"))
+    assert result["summary"]["filesAnalyzed"] >= len(package), "pyright missed package files"
 
 
 def test_marks_are_read() -> None:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeAlias, overload
 from typing_extensions import Never, TypeVar
 
 if TYPE_CHECKING:
+    from .._observe.stats import RunStats
+    from .._runtime.live import LiveRun
     from .._runtime.run import Run
     from .pipeline import Pipeline
     from .signatures import CallsOne
@@ -88,7 +90,7 @@ class Pipeable(Generic[In, Out]):
 
         mine = self._as_pipeline()
         piped: Pipeline[In, Any] = Pipeline(mine.steps + as_steps(other, after=mine), mine.source)
-        return piped._checked()
+        return piped._checked()  # pyright: ignore[reportPrivateUsage]  # a _dsl-internal hook
 
     @overload
     def __ror__(
@@ -119,7 +121,8 @@ class Pipeable(Generic[In, Out]):
         mine = self._as_pipeline()
         if is_iterable_source(other) and not is_branches(other):
             return mine.bind(other)
-        return Pipeline(as_steps(other, after=None) + mine.steps, None)._checked()
+        piped: Pipeline[Any, Out] = Pipeline(as_steps(other, after=None) + mine.steps, None)
+        return piped._checked()  # pyright: ignore[reportPrivateUsage]  # a _dsl-internal hook
 
 
 class Composable(Pipeable[In, Out]):
@@ -155,11 +158,22 @@ class Composable(Pipeable[In, Out]):
 
         return open_run(self._as_pipeline(), source, backend=backend, **options)
 
-    def to_mermaid(self) -> str:
-        """A Mermaid flowchart of the graph, with each stage's options."""
+    def start(self, *, backend: str = "thread", **options: Any) -> LiveRun[In, Out]:
+        """Start a live run fed by ``put``: ``get``, iterate, ``close`` (drain), ``stats``."""
+        from .._runtime.live import open_live
+
+        return open_live(self._as_pipeline(), backend=backend, **options)
+
+    def to_mermaid(self, stats: RunStats | None = None) -> str:
+        """A Mermaid flowchart of the graph, with each stage's options.
+
+        With ``stats`` (a run's ``run.stats``), each stage also shows its
+        throughput and busy share.
+        """
         from .render import pipeline_to_mermaid
 
-        return pipeline_to_mermaid(self._as_pipeline())
+        notes = stats.stage_notes() if stats is not None else None
+        return pipeline_to_mermaid(self._as_pipeline(), notes)
 
     def _repr_markdown_(self) -> str:
         return f"```mermaid\n{self.to_mermaid()}\n```\n\n`{self!r}`"

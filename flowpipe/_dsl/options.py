@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .._errors import StageOptionError
 
@@ -39,12 +39,7 @@ class StageOptions:
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
-        return hash(
-            tuple(
-                tuple(sorted(value.items())) if isinstance(value, Mapping) else value
-                for value in (getattr(self, f.name) for f in dataclasses.fields(self))
-            )
-        )
+        return hash(tuple(_hashable(getattr(self, f.name)) for f in dataclasses.fields(self)))
 
     def replace(self, **changes: Any) -> StageOptions:
         merged = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -67,6 +62,14 @@ class StageOptions:
 
 
 OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StageOptions))
+
+
+def _hashable(value: object) -> object:
+    """``value``, or a mapping's sorted items (``resources``) as a tuple."""
+    if isinstance(value, Mapping):
+        # isinstance leaves the key and value types unknown; sorting needs none of them
+        return tuple(sorted(cast("Mapping[object, object]", value).items()))
+    return value
 
 
 def _is_int(value: object) -> bool:
@@ -117,12 +120,12 @@ def _resources(name: str, value: object) -> Mapping[str, float] | None:
         return None
     if not isinstance(value, Mapping) or not all(
         isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-        for k, v in value.items()
+        for k, v in cast("Mapping[object, object]", value).items()
     ):
         raise StageOptionError(
             name, "resources", f"{value!r}: expected a dict of resource name -> amount >= 0"
         )
-    return dict(value)
+    return dict(cast("Mapping[str, float]", value))  # checked just above
 
 
 def make_options(*, name: object, **given: Any) -> StageOptions:

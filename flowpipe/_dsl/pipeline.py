@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeGuard, cast, overload
 
 from typing_extensions import Never
 
@@ -28,12 +28,13 @@ class FanOut:
 Step = Stage[Any, Any] | FanOut
 
 
-def is_branches(obj: object) -> bool:
+def is_branches(obj: object) -> TypeGuard[tuple[Any, ...] | Mapping[Any, Any]]:
     """A tuple/dict whose members are all stages, pipelines or callables is a fan-out."""
+    # isinstance leaves the members' type unknown: they are checked one by one below
     if isinstance(obj, tuple):
-        members: Iterable[object] = obj
+        members: Iterable[object] = cast("tuple[object, ...]", obj)
     elif isinstance(obj, Mapping):
-        members = obj.values()
+        members = cast("Mapping[object, object]", obj).values()
     else:
         return False
     members = list(members)
@@ -42,10 +43,20 @@ def is_branches(obj: object) -> bool:
     )
 
 
+# isinstance, with the item types Any: pyright's isinstance leaves them unknown.
+def _is_pipeline(obj: object) -> TypeGuard[Pipeline[Any, Any]]:
+    return isinstance(obj, Pipeline)
+
+
+def _is_composable(obj: object) -> TypeGuard[Composable[Any, Any]]:
+    return isinstance(obj, Composable)
+
+
 def as_pipeline(obj: Any) -> Pipeline[Any, Any]:
-    if isinstance(obj, Pipeline):
+    if _is_pipeline(obj):
         return obj
-    return Pipeline(as_steps(obj, after=None))._checked()
+    pipe: Pipeline[Any, Any] = Pipeline(as_steps(obj, after=None))
+    return pipe._checked()  # pyright: ignore[reportPrivateUsage]  # a _dsl-internal hook
 
 
 def not_one_to_one(pipe: Pipeline[Any, Any]) -> str | None:
@@ -93,12 +104,13 @@ def _fan_out(obj: tuple[Any, ...] | Mapping[Any, Any]) -> FanOut:
 
 def as_steps(obj: Any, *, after: Pipeline[Any, Any] | None) -> tuple[Step, ...]:
     """Turn the right-hand side of ``|`` into steps; raise GraphError naming what is wrong."""
-    if isinstance(obj, Composable):
-        other = obj._as_pipeline()
+    if _is_composable(obj):
+        # _as_pipeline: a hook shared by the _dsl modules, kept out of the public API
+        other = obj._as_pipeline()  # pyright: ignore[reportPrivateUsage]
         if other.source is not None:
             raise GraphError(f"{other} already has a source bound and cannot follow another step")
         return other.steps
-    if isinstance(obj, (tuple, Mapping)) and is_branches(obj):
+    if is_branches(obj):  # a tuple or a mapping
         return (_fan_out(obj),)
     if isinstance(obj, StageClass) or callable(obj):
         return (as_stage(obj),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,9 +37,17 @@ def describe_pipeline(pipe: Pipeline[Any, Any]) -> str:
 
 
 class _Mermaid:
-    def __init__(self) -> None:
+    def __init__(self, notes: Mapping[str, str] | None = None) -> None:
         self.lines = ["flowchart LR"]
         self.count = 0
+        self.notes = notes or {}
+        self.seen: dict[str, int] = {}
+
+    def label(self, name: str) -> str:
+        """The stage's label in a run's stats: ``name``, then ``name#2``... (as the plan does)."""
+        count = self.seen.get(name, 0) + 1
+        self.seen[name] = count
+        return name if count == 1 else f"{name}#{count}"
 
     def node(self, label: str, shape: str = "box") -> str:
         self.count += 1
@@ -67,14 +76,16 @@ class _Mermaid:
                 self.edges(ends, joined)
                 inputs = [joined]
             else:
-                ident = self.node(repr(step))
+                note = self.notes.get(self.label(step.name))
+                ident = self.node(repr(step) if note is None else f"{step!r}<br/>{note}")
                 self.edges(inputs, ident)
                 inputs = [ident]
         return inputs
 
 
-def pipeline_to_mermaid(pipe: Pipeline[Any, Any]) -> str:
-    chart = _Mermaid()
+def pipeline_to_mermaid(pipe: Pipeline[Any, Any], notes: Mapping[str, str] | None = None) -> str:
+    """A Mermaid flowchart; ``notes`` adds a line under stages, by label (a run's stats)."""
+    chart = _Mermaid(notes)
     start = [chart.node(_source_label(pipe.source))] if pipe.source is not None else []
     chart.steps(pipe.steps, start)
     return "\n".join(chart.lines)

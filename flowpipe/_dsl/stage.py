@@ -12,7 +12,7 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, Literal, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 from typing_extensions import Never, TypeVar, Unpack
 
@@ -177,9 +177,11 @@ class Stage(Composable[In, Out], Generic[In, Out, Fn]):
         For a class stage the instance is built on the first direct call and kept.
         """
         if self.is_class:
-            if self._direct is None:  # a cache, not state: built on the first direct call
-                object.__setattr__(self, "_direct", self.make_callable())
-            return self._direct(*args, **kwargs)
+            direct = self._direct
+            if direct is None:  # a cache, not state: built on the first direct call
+                direct = self.make_callable()
+                object.__setattr__(self, "_direct", direct)
+            return direct(*args, **kwargs)
         return self._target(*args, **kwargs)
 
     if TYPE_CHECKING:  # a direct call has the decorated function's signature
@@ -225,7 +227,7 @@ def _unwrap(obj: object) -> object:
     if isinstance(obj, Stage):
         return obj.target
     if isinstance(obj, StageClass):
-        return obj._cls
+        return obj._cls  # pyright: ignore[reportPrivateUsage]  # StageClass has no public accessor
     return obj
 
 
@@ -289,7 +291,8 @@ class StageClass(Pipeable[In, Out], Generic[In, Out, Fn]):
         return Stage(self._cls, self._options, args=args, kwargs=kwargs, is_class=True)
 
     def _as_pipeline(self) -> Pipeline[In, Out]:
-        return self()._as_pipeline()  # used bare in ``|``: built with no arguments
+        # used bare in ``|``: built with no arguments (_as_pipeline: a _dsl-internal hook)
+        return self()._as_pipeline()  # pyright: ignore[reportPrivateUsage]
 
     @property
     def __name__(self) -> str:
@@ -318,7 +321,8 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
     opts = make_options(name=options.pop("name", None) or _name_of(fn), **options)
     if inspect.isclass(fn):
         _call_kind(fn)  # validates __call__ now, at build time
-        return StageClass(fn, opts)
+        made_class: StageClass[Any, Any] = StageClass(fn, opts)
+        return made_class
     made: Stage[Any, Any] = Stage(fn, opts)
     if made.is_source and (opts.workers != 1 or opts.batch is not None or opts.window is not None):
         raise GraphError(
@@ -330,10 +334,11 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
 
 def as_stage(obj: Any) -> Stage[Any, Any]:
     """Wrap a plain callable met in ``|`` as a stage with default options."""
+    # isinstance leaves the types unknown; here they are Any
     if isinstance(obj, Stage):
-        return obj
+        return cast("Stage[Any, Any]", obj)
     if isinstance(obj, StageClass):
-        return obj()
+        return cast("StageClass[Any, Any]", obj)()
     if callable(obj):
         return Stage(obj, make_options(name=_name_of(obj)))
     raise GraphError(f"cannot use {obj!r} ({type(obj).__name__}) as a stage")
@@ -516,7 +521,11 @@ def stage(fn: Any = None, /, **options: Any) -> Any:
     ``ValueError`` naming the option and the stage.
     """
     if fn is None:
-        return lambda f: make_stage(f, dict(options))
+
+        def decorate(f: Any) -> Any:
+            return make_stage(f, dict(options))
+
+        return decorate
     return make_stage(fn, dict(options))
 
 

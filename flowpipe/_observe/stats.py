@@ -1,12 +1,13 @@
-"""Run statistics as frozen records, with a readable table and the bottleneck."""
+"""Run statistics as frozen records: a readable table, the bottleneck, and advice."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from .counters import WorkerCounters
+from .counters import WorkerCounters, latency_percentiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,15 +35,54 @@ class StageStats:
     blocked_s: float
     """Seconds its workers were blocked handing outputs on (backpressure)."""
     buffer_fill: int
+    """Items in its input buffer now."""
     buffer_peak: int
+    """The most items its input buffer held at once."""
     buffer_size: int
     elapsed_s: float
+    calls: int = 0
+    """Calls of the stage's function (one per item; one per batch with ``batch=``)."""
+    latency_p50_s: float | None = None
+    """Median seconds per call (``None`` before the first call)."""
+    latency_p99_s: float | None = None
+    """99th percentile of seconds per call."""
+    span_s: float = 0.0
+    """Seconds since each worker's first input, summed over workers (what shares divide by)."""
+    backend: str = "thread"
+    batch: int | None = None
+    source: bool = False
+    """A source stage (it takes no input; its row counts what it yielded)."""
 
     @property
     def busy_share(self) -> float:
-        """Fraction of the workers' time spent working: near 1.0 means this stage limits."""
-        span = self.elapsed_s * self.workers
+        """Fraction of its workers' time spent in calls: near 1.0 means this stage limits.
+
+        Measured from each worker's first input to the end of the run (or now,
+        while it runs): filling the pipeline and starting worker processes are
+        not counted as idle time.
+        """
+        span = self._span()
         return min(1.0, self.busy_s / span) if span > 0 else 0.0
+
+    @property
+    def waiting_share(self) -> float:
+        """Fraction of its workers' time spent waiting for input."""
+        span = self._span()
+        return min(1.0, self.waiting_s / span) if span > 0 else 0.0
+
+    @property
+    def blocked_share(self) -> float:
+        """Fraction of its workers' time spent blocked handing outputs on."""
+        span = self._span()
+        return min(1.0, self.blocked_s / span) if span > 0 else 0.0
+
+    def _span(self) -> float:
+        return self.span_s if self.span_s > 0 else self.elapsed_s * self.workers
+
+    @property
+    def load_s(self) -> float:
+        """Seconds of work per worker: the stage with the most needs the most time."""
+        return self.busy_s / self.workers if self.workers else 0.0
 
     @property
     def throughput(self) -> float:
@@ -60,7 +100,22 @@ def combine(
     peak: int,
     size: int,
     elapsed: float,
+    started: float = 0.0,
+    backend: str = "thread",
+    batch: int | None = None,
+    source: bool = False,
 ) -> StageStats:
+    """One stage's record from its workers' counters; ``started`` is the run's start
+    (``perf_counter``), ``elapsed`` the seconds since (to its end, once ended)."""
+    calls = sum(c.calls for c in counters)
+    end = started + elapsed
+    span = sum(
+        end - max(started, c.started if c.started is not None else started) for c in counters
+    )
+    span *= workers / len(counters) if counters else 0  # an async stage: one loop, many in flight
+    p50, p99 = (
+        latency_percentiles([c.latency for c in counters], (0.5, 0.99)) if calls else (None, None)
+    )
     return StageStats(
         name=name,
         workers=workers,
@@ -77,15 +132,66 @@ def combine(
         buffer_peak=peak,
         buffer_size=size,
         elapsed_s=elapsed,
+        calls=calls,
+        span_s=max(0.0, span),
+        latency_p50_s=p50,
+        latency_p99_s=p99,
+        backend=backend,
+        batch=batch,
+        source=source,
     )
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``12µs``, ``3.4ms``, ``1.20s``; ``-`` for no value."""
+    if seconds is None:
+        return "-"
+    if seconds < 1e-5:
+        return f"{seconds * 1e6:.1f}µs"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.3g}ms"
+    return f"{seconds:.2f}s"
+
+
+def format_rate(per_second: float) -> str:
+    """``950``, ``12.3k``, ``2.1M`` (items per second)."""
+    if per_second >= 1e6:
+        return f"{per_second / 1e6:.1f}M"
+    if per_second >= 1e4:
+        return f"{per_second / 1e3:.1f}k"
+    return f"{per_second:.0f}"
+
+
+_HEAD = (
+    "stage",
+    "workers",
+    "in",
+    "out",
+    "skipped",
+    "dropped",
+    "errors",
+    "retries",
+    "busy",
+    "p50",
+    "p99",
+    "items/s",
+    "buffer",
+    "peak",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunStats:
-    """Per-stage statistics of one run; ``print(run.stats)`` shows a table."""
+    """Per-stage statistics of one run; ``print(run.stats)`` shows a table and advice."""
 
     stages: tuple[StageStats, ...]
     elapsed_s: float
+    cpu_s: float = 0.0
+    """CPU seconds this process used during the run (every thread; not worker processes)."""
+    cpus: int = 1
+    """CPU cores of the machine."""
 
     def __getitem__(self, name: str) -> StageStats:
         for s in self.stages:
@@ -95,9 +201,24 @@ class RunStats:
 
     @property
     def bottleneck(self) -> StageStats | None:
-        """The stage whose workers were busiest: the one that limits throughput."""
-        working = [s for s in self.stages if s.items_in or s.busy_s]
-        return max(working, key=lambda s: s.busy_share, default=None)
+        """The stage whose workers worked longest (``load_s``): the one that limits throughput.
+
+        Ranking by work done rather than by ``busy_share`` keeps a short run fair:
+        a stage whose worker process started late looks busy over its short life.
+        """
+        working = [s for s in self.stages if s.busy_s > 0]
+        return max(working, key=lambda s: s.load_s, default=None)
+
+    @property
+    def why(self) -> str:
+        """Why the bottleneck is the bottleneck, in words (``""`` before any work)."""
+        neck = self.bottleneck
+        return "" if neck is None else f"{neck.name} (busy {neck.busy_share:.0%})"
+
+    @property
+    def advice(self) -> tuple[str, ...]:
+        """Concrete changes the measured numbers suggest (empty when none stands out)."""
+        return advise(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,36 +226,36 @@ class RunStats:
             "stages": [dataclasses.asdict(s) for s in self.stages],
         }
 
-    def __str__(self) -> str:
-        head = (
-            "stage",
-            "workers",
-            "in",
-            "out",
-            "skipped",
-            "dropped",
-            "errors",
-            "busy",
-            "items/s",
-            "buffer",
-        )
-        rows = [head]
-        for s in self.stages:
-            rows.append(
-                (
-                    s.name,
-                    str(s.workers),
-                    str(s.items_in),
-                    str(s.items_out),
-                    str(s.skipped),
-                    str(s.dropped),
-                    str(s.errors),
-                    f"{s.busy_share:.0%}",
-                    f"{s.throughput:,.0f}",
-                    f"{s.buffer_fill}/{s.buffer_size}",
-                )
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [
+            (
+                s.name,
+                str(s.workers),
+                str(s.items_in),
+                str(s.items_out),
+                str(s.skipped),
+                str(s.dropped),
+                str(s.errors),
+                str(s.retries),
+                f"{s.busy_share:.0%}",
+                format_seconds(s.latency_p50_s),
+                format_seconds(s.latency_p99_s),
+                f"{s.throughput:,.0f}",
+                f"{s.buffer_fill}/{s.buffer_size}" if s.buffer_size else "-",
+                str(s.buffer_peak) if s.buffer_size else "-",
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+            for s in self.stages
+        ]
+
+    def _tail(self) -> list[str]:
+        tail = f"elapsed {self.elapsed_s:.3f}s"
+        if self.bottleneck is not None:
+            tail += f"; bottleneck: {self.why}"
+        return [tail, *(f"advice: {tip}" for tip in self.advice)]
+
+    def __str__(self) -> str:
+        rows = [_HEAD, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
         lines = [
             "  ".join(
                 c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
@@ -142,8 +263,102 @@ class RunStats:
             for r in rows
         ]
         lines.insert(1, "-" * len(lines[0]))
-        neck = self.bottleneck
-        tail = f"elapsed {self.elapsed_s:.3f}s"
-        if neck is not None:
-            tail += f"; bottleneck: {neck.name} (busy {neck.busy_share:.0%})"
-        return "\n".join([*lines, tail])
+        return "\n".join([*lines, *self._tail()])
+
+    def to_markdown(self) -> str:
+        """The table as Markdown (what a notebook shows)."""
+        lines = [
+            "| " + " | ".join(_HEAD) + " |",
+            "|" + "|".join(":--" if i == 0 else "--:" for i in range(len(_HEAD))) + "|",
+            *("| " + " | ".join(row) + " |" for row in self._rows()),
+            "",
+        ]
+        lines.extend(line.replace("advice: ", "**advice**: ") + "  " for line in self._tail())
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def stage_notes(self) -> dict[str, str]:
+        """Per stage label, a short note for a graph picture: throughput and busy share."""
+        return {
+            s.name: f"{format_rate(s.throughput)} items/s"
+            + ("" if s.source else f", busy {s.busy_share:.0%}")
+            for s in self.stages
+        }
+
+
+# -- advice ------------------------------------------------------------------------------
+
+BUSY = 0.75  # a stage busier than this is saturated
+MARGIN = 0.15  # ...and limits the run when the next stage has < 85% of its work per worker
+MIN_CALLS = 10  # fewer calls than this are too few to judge
+SHORT_CALL = 1e-3  # seconds: calls shorter than this are dominated by per-call costs
+
+
+def advise(stats: RunStats) -> tuple[str, ...]:
+    """Suggestions from the measured numbers; see ``docs/observing.md`` for the rules."""
+    working = [s for s in stats.stages if not s.source and s.calls >= MIN_CALLS]
+    if not working:
+        return ()
+    ranked = sorted(working, key=lambda s: s.load_s, reverse=True)
+    top = ranked[0]
+    # How much of the top stage's work per worker the next stage has: near 1, balanced.
+    second = ranked[1].load_s / top.load_s if len(ranked) > 1 and top.load_s > 0 else 0.0
+    if top.busy_share >= BUSY:
+        if second > 1 - MARGIN:
+            return ()  # balanced: several stages do as much work, none alone limits
+        return tuple(_for_bottleneck(stats, top, second))
+    tips: list[str] = []
+    last, first = working[-1], working[0]
+    if last.blocked_share >= 0.5:
+        tips.append(
+            f"`{last.name}` spent {last.blocked_share:.0%} of its time waiting for the code "
+            "that reads the results: the consumer limits the run, not the stages"
+        )
+    elif max(s.busy_share for s in working) < 0.5 and first.waiting_share >= 0.5:
+        tips.append(
+            f"`{first.name}` waited for input {first.waiting_share:.0%} of the time: the source "
+            f"({format_rate(first.items_in / stats.elapsed_s if stats.elapsed_s else 0)} "
+            "items/s) limits the run; more workers would not help"
+        )
+    return tuple(tips)
+
+
+def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
+    w = s.workers
+    # With w' workers its work per worker shrinks to that of the next stage when
+    # w' >= w / second (``second`` floored: at most 4x the workers at once).
+    wanted = max(w + 1, min(4 * w, math.ceil(w / max(second, 0.25) - 1e-9)))
+    cores_used = stats.cpu_s / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
+    cpu_bound = False
+    if s.backend == "process":
+        wanted = min(wanted, stats.cpus)  # a worker process per core
+    elif cores_used >= 0.5:  # the run does CPU work: scale with the cores left
+        cpu_bound = True
+        wanted = min(wanted, round(w * stats.cpus / cores_used))
+    head = f"`{s.name}` is busy {s.busy_share:.0%} of the time and limits the run"
+    tips: list[str] = []
+    if wanted > w:
+        tip = f"{head}: try `workers={wanted}`"
+        if cpu_bound and s.backend == "thread":
+            tip += ' (pure-Python work holds the GIL: then with `backend="process"`)'
+        tips.append(tip)
+    else:
+        tips.append(
+            f"{head}, and the run keeps the machine's {stats.cpus} CPU cores busy: "
+            f"more workers need more cores; make `{s.name}` cheaper"
+        )
+    p50 = s.latency_p50_s
+    if p50 is not None and p50 < SHORT_CALL:
+        if s.batch is None:
+            tips.append(
+                f"`{s.name}`'s calls are short ({format_seconds(p50)} each): if it can work on "
+                "a list at once, `batch=64` spreads the cost of each call over many items"
+            )
+        else:
+            tips.append(
+                f"`{s.name}`'s batches of {s.batch} take only {format_seconds(p50)} a call: "
+                f"try `batch={s.batch * 4}`"
+            )
+    return tips

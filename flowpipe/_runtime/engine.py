@@ -291,7 +291,7 @@ class SliceCaller:
         attempt = 1
         while True:
             try:
-                outputs = self.fn(items)
+                outputs: Iterable[Any] = self.fn(items)  # so that isinstance gives list[Any]
                 outputs = list(outputs) if not isinstance(outputs, list) else outputs
             except Exception as exc:
                 if self.policy.should_retry(items, offset, exc, attempt):
@@ -461,6 +461,8 @@ class StageRun:
                         reorderer.room.release()
                     return
                 seq, offset, items = got
+                if counters.started is None:  # busy shares count from the first input on
+                    counters.started = t1
                 outputs = caller.call(items, offset)
                 t2 = clock()
                 if reorderer is not None:
@@ -471,7 +473,9 @@ class StageRun:
                 sizer.update(len(items), t2 - t1)
                 counters.items_in += len(items)
                 counters.items_out += len(outputs)
-                counters.calls += 1 if opts.batch else len(items)
+                calls = 1 if opts.batch else len(items)
+                counters.calls += calls
+                counters.record_latency(t2 - t1, calls)
                 counters.waiting += t1 - t0
                 counters.busy += t2 - t1
                 counters.blocked += t3 - t2
@@ -541,7 +545,9 @@ class AsyncStageLoop:
             t0 = time.perf_counter()
             try:
                 result = [await fn(item)]
-                self.counters.busy += time.perf_counter() - t0
+                took = time.perf_counter() - t0
+                self.counters.busy += took
+                self.counters.record_latency(took, 1)
                 return result
             except Exception as exc:
                 if not policy.should_retry([item], index, exc, attempt):

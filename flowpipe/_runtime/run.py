@@ -15,18 +15,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from .._dsl.compose import NO_SOURCE
 from .._dsl.pipeline import Pipeline
-from .._errors import GraphError, RunOptionError
+from .._errors import GraphError, MissingExtra, RunOptionError
 from .._observe.counters import WorkerCounters
-from .._observe.stats import RunStats, StageStats, combine
+from .._observe.progress import load_tqdm
+from .._observe.stats import RunStats
 from .._plan.plan import FanOutNode, Node, Plan, StageNode, compile_plan
 from .._transport.buffer import Aborted, Channel
 from .._transport.wire import unpack_items
 from .base import Backend, Worker, get_backend
 from .engine import MAX_SLICE, Emitter, RunState, StageRun, feed_source, join_rows
+from .meter import Meter, Part
 from .thread import start_thread
 
 Out = TypeVar("Out")
@@ -104,17 +106,17 @@ class Run(Generic[Out]):
         state: RunState,
         output: Channel,
         workers: list[Worker],
-        parts: list[tuple[str, int, list[WorkerCounters], Channel | None]],
+        parts: list[Part],
+        pipeline: Pipeline[Any, Out] | None = None,
     ) -> None:
         self._state = state
         self._output = output
         self._workers = workers
-        self._parts = parts
+        self._meter = Meter(parts)
+        self._pipeline = pipeline
         self._buffer: list[Any] = []
         self._pos = 0
         self._closed = False
-        self._started = time.perf_counter()
-        self._ended: float | None = None
 
     # -- iteration ----------------------------------------------------------------
     def __iter__(self) -> Iterator[Out]:
@@ -139,17 +141,33 @@ class Run(Generic[Out]):
             out.extend(got)
         return out
 
-    def _take(self) -> list[Any] | None:
+    def next_within(self, timeout: float | None) -> Out:
+        """The next output, waiting at most ``timeout`` seconds for it (``TimeoutError``).
+
+        ``StopIteration`` at the end, like ``next()``.
+        """
+        if timeout is None or self._pos < len(self._buffer):
+            return self.__next__()
+        got = self._take(time.perf_counter() + timeout)
+        if got is None:
+            raise StopIteration
+        self._buffer, self._pos = got, 1
+        return got[0]  # type: ignore[no-any-return]
+
+    def _take(self, give_up_at: float | None = None) -> list[Any] | None:
         if self._closed:
             return None
         try:
-            got = self._output.take(MAX_SLICE)
+            got = self._output.take(MAX_SLICE, give_up_at=give_up_at)
         except Aborted:
             got = None
+        except TimeoutError:  # get(timeout=...): nothing came in time; the run goes on
+            raise
         except BaseException:  # Ctrl-C while waiting: stop everything, then re-raise
             self.close()
             raise
         if got is not None:
+            self._meter.delivered += len(got[2])
             return unpack_items(got[2]) if self._state.packed else got[2]
         self._finish()
         if self._state.error is not None:
@@ -157,11 +175,11 @@ class Run(Generic[Out]):
         return None
 
     # -- stopping -----------------------------------------------------------------
-    def _finish(self) -> None:
+    def _finish(self, stopped_early: bool = False) -> None:
         if self._closed:
             return
         self._closed = True
-        self._ended = time.perf_counter()
+        self._meter.stop_clock()  # the run's time ends here, not after the workers left
         if self._state.error is not None:
             self._state.stop()
         deadline = time.monotonic() + JOIN_TIMEOUT
@@ -173,14 +191,14 @@ class Run(Generic[Out]):
                 "%d flowpipe worker(s) still inside a stage call after close()", len(stuck)
             )
         run_cleanups(self._state)
-        logger.debug("run finished in %.3fs", self._ended - self._started)
+        self._meter.finish(self._state.error, stopped_early)
 
     def close(self) -> None:
         """Stop every worker now (outputs not yet read are discarded)."""
         self._buffer, self._pos = [], 0  # outputs not yet read are discarded
         if not self._closed:
             self._state.stop()
-            self._finish()
+            self._finish(stopped_early=True)
 
     def __enter__(self) -> Run[Out]:
         return self
@@ -198,23 +216,19 @@ class Run(Generic[Out]):
     @property
     def stats(self) -> RunStats:
         """Per-stage statistics: live while the run goes on, final after it ends."""
-        end = self._ended if self._ended is not None else time.perf_counter()
-        elapsed = end - self._started
-        stages: list[StageStats] = []
-        for name, workers, counters, ch in self._parts:
-            stages.append(
-                combine(
-                    name,
-                    counters,
-                    workers=workers,
-                    dropped=ch.dropped if ch is not None else 0,
-                    fill=len(ch) if ch is not None else 0,
-                    peak=ch.peak if ch is not None else 0,
-                    size=ch.capacity if ch is not None else 0,
-                    elapsed=elapsed,
-                )
-            )
-        return RunStats(tuple(stages), elapsed)
+        return self._meter.stats()
+
+    def to_mermaid(self) -> str:
+        """The pipeline's Mermaid picture, each stage annotated with its throughput and busy share."""
+        from .._dsl.render import pipeline_to_mermaid
+
+        if self._pipeline is None:
+            raise ValueError("this run does not know its pipeline")
+        return pipeline_to_mermaid(self._pipeline, notes=self.stats.stage_notes())
+
+    def _repr_markdown_(self) -> str:
+        parts = [f"```mermaid\n{self.to_mermaid()}\n```"] if self._pipeline is not None else []
+        return "\n\n".join([*parts, self.stats.to_markdown()])
 
 
 def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
@@ -229,15 +243,18 @@ def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
         raise GraphError("this pipeline needs a source: pipe.run(items), or items | pipe")
     if not isinstance(source, Iterable):
         raise GraphError(f"a source must be iterable, got {type(source).__name__}: {source!r:.60}")
-    return "source", lambda: source
+    # isinstance leaves the item type unknown
+    return "source", lambda: cast("Iterable[object]", source)
 
 
 def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: Any) -> Run[Out]:
+    progress = bool(options.pop("progress", False))
     if options:
         given = ", ".join(f"{k}={v!r:.40}" for k, v in sorted(options.items()))
         raise RunOptionError(
-            f"unknown run option(s): {given}; run/iter take the source and backend="
+            f"unknown run option(s): {given}; run/iter take the source, backend= and progress="
         )
+    tqdm = _progress_bars() if progress else None  # a missing extra fails before anything starts
     if source is NO_SOURCE:
         source = pipe.source
     elif pipe.source is not None:
@@ -245,6 +262,77 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
     plan = compile_plan(pipe, backend)
     label, open_source = _opener(plan, source)
     steps = plan.steps[1:] if plan.source_stage is not None else plan.steps
+    source_counters = WorkerCounters()
+
+    def start_feeder(emitter: Emitter, state: RunState) -> list[Worker]:
+        return [
+            start_thread("source", feed_source, open_source, label, emitter, state, source_counters)
+        ]
+
+    logger.info("run starting: %s (backend=%s)", pipe, backend)
+    wired = start_stages(plan, steps, start_feeder)
+    parts: list[Part] = []
+    if plan.source_stage is not None:
+        parts.append((label, 1, [source_counters], None, plan.source_stage))
+    parts.extend(wired.parts)
+    run = Run(wired.state, wired.output, wired.workers, parts, pipe)
+    if tqdm is not None:
+        try:
+            # open_run made this Run: it may set up the Run's own meter
+            run._meter.show_progress(tqdm, _expected_outputs(plan, source))  # pyright: ignore[reportPrivateUsage]
+        except BaseException:
+            run.close()
+            raise
+    return run
+
+
+def _progress_bars() -> Any:
+    try:
+        return load_tqdm()
+    except ImportError as exc:
+        raise MissingExtra(
+            "progress=True needs tqdm, which is optional: pip install 'flowpipe[progress]' "
+            "(or pip install tqdm)"
+        ) from exc
+
+
+def _expected_outputs(plan: Plan, source: Any) -> int | None:
+    """How many outputs a run will give, when every stage gives one per input (a bar's total)."""
+    if plan.source_stage is not None or not hasattr(source, "__len__"):
+        return None
+    for node in plan.steps:
+        if isinstance(node, FanOutNode) and node.merge:
+            return None
+    for stage_node in plan.stages:
+        opts = stage_node.stage.options
+        if stage_node.stage.call_kind == "generator" or opts.window or opts.overflow != "block":
+            return None
+    try:
+        return len(source)
+    except Exception:
+        return None
+
+
+class Wired(NamedTuple):
+    """A started graph: what a ``Run`` needs, and the emitter that feeds the first stage."""
+
+    state: RunState
+    output: Channel
+    entry: Emitter
+    workers: list[Worker]  # the feeder's first, then every stage's
+    parts: list[Part]  # per stage, in graph order, for the stats
+
+
+def start_stages(
+    plan: Plan, steps: tuple[Node, ...], start_feeder: Callable[[Emitter, RunState], list[Worker]]
+) -> Wired:
+    """Wire ``steps`` into channels, start every worker, then ``start_feeder`` (the source).
+
+    ``start_feeder(entry, state)`` starts whatever fills the first stage's
+    channels through ``entry`` (``iter``: a thread reading the source;
+    ``start``: nothing, ``put`` does). If anything fails to start, every
+    worker already started is stopped.
+    """
     state = RunState()
     # Outputs of worker processes may arrive as shared-memory handles (wire.Packed).
     state.packed = "process" in plan.backends
@@ -255,27 +343,20 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
         last.stage.options.buffer if isinstance(last, StageNode) else None, name="output"
     )
     builder = _Builder(plan, state)
-    source_counters = WorkerCounters()
     try:
-        emitter = Emitter(builder.build(steps, [output]))
+        entry = Emitter(builder.build(steps, [output]))
         for name in plan.backends:
             builder.backend(name)  # an unavailable backend fails before anything starts
         builder.start()
-        feeder = start_thread(
-            "source", feed_source, open_source, label, emitter, state, source_counters
-        )
+        fed = start_feeder(entry, state)
     except BaseException:
         state.stop()
         for w in builder.workers:
             w.join(JOIN_TIMEOUT)
         run_cleanups(state)
         raise
-    parts: list[tuple[str, int, list[WorkerCounters], Channel | None]] = []
-    if plan.source_stage is not None:
-        parts.append((label, 1, [source_counters], None))
-    parts.extend(
-        (sr.node.label, sr.node.stage.options.workers, sr.counters, sr.inp)
+    parts: list[Part] = [
+        (sr.node.label, sr.node.stage.options.workers, sr.counters, sr.inp, sr.node)
         for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.index)
-    )
-    logger.debug("run started: %s (%s)", pipe, backend)
-    return Run(state, output, [feeder, *builder.workers], parts)
+    ]
+    return Wired(state, output, entry, [*fed, *builder.workers], parts)

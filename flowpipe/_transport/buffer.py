@@ -18,12 +18,15 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+logger = logging.getLogger("flowpipe")
 AUTO_MAX_ITEMS = 1024
 AUTO_BYTES = 64 * 1024 * 1024
 
@@ -36,7 +39,8 @@ def payload_bytes(item: Any) -> int:
     if isinstance(item, (bytes, bytearray, str)):
         return len(item)
     if isinstance(item, (tuple, list)) and item:  # (frame_id, frame) pairs are common
-        return sum(payload_bytes(part) for part in item[:4] if not isinstance(part, (tuple, list)))
+        parts = cast("Sequence[object]", item)[:4]  # isinstance leaves the parts' type unknown
+        return sum(payload_bytes(part) for part in parts if not isinstance(part, (tuple, list)))
     return 0
 
 
@@ -110,6 +114,13 @@ class Channel:
     def __len__(self) -> int:
         return len(self._items)
 
+    def unbound(self) -> None:
+        """Lift the capacity: from now on producers never wait (a live run draining)."""
+        with self._lock:
+            self._auto = False
+            self.capacity = sys.maxsize
+            self._not_full.notify_all()
+
     # -- producing ----------------------------------------------------------------
     def put(self, item: Any) -> None:
         if self._auto:
@@ -126,20 +137,31 @@ class Channel:
                 return
         self.put_many((item,))
 
-    def put_many(self, items: Sequence[Any]) -> None:
-        """Append items in order; block, drop the oldest or drop the newest when full."""
+    def put_many(self, items: Sequence[Any], timeout: float | None = None) -> None:
+        """Append items in order; block, drop the oldest or drop the newest when full.
+
+        With ``timeout``, a blocked put gives up after that many seconds and
+        raises ``TimeoutError``; the items before the one that found no room
+        stay put (a single item is either put or not).
+        """
         if self._auto and items:
             self.capacity = auto_capacity(items[0])
         with self._lock:
             i, n = 0, len(items)
+            give_up_at = None if timeout is None else time.perf_counter() + timeout
             while i < n:
                 if self._aborted:
                     raise Aborted
                 free = self.capacity - len(self._items)
                 if free <= 0:
                     if self.overflow == "block":
+                        wait = None
+                        if give_up_at is not None:
+                            wait = give_up_at - time.perf_counter()
+                            if wait <= 0:
+                                raise TimeoutError(f"no room in the buffer of {self.name!r}")
                         self._putters += 1
-                        self._not_full.wait()
+                        self._not_full.wait(wait)
                         self._putters -= 1
                         continue
                     free = self._make_room(n - i)
@@ -157,6 +179,13 @@ class Channel:
                     self._not_empty.notify()
 
     def _make_room(self, wanted: int) -> int:
+        if self.dropped == 0:  # once per channel; the run logs the count when it ends
+            logger.info(
+                "stage %r: input buffer full (%d items), dropping inputs (overflow=%r)",
+                self.name,
+                self.capacity,
+                self.overflow,
+            )
         if self.overflow == "drop_newest":
             return 0
         # drop_oldest: keep the newest items; what is evicted is counted.
@@ -168,13 +197,19 @@ class Channel:
 
     # -- consuming ----------------------------------------------------------------
     def take(
-        self, max_n: int, min_n: int = 1, timeout: float | None = None
+        self,
+        max_n: int,
+        min_n: int = 1,
+        timeout: float | None = None,
+        give_up_at: float | None = None,
     ) -> tuple[int, int, list[Any]] | None:
         """Take a slice ``(seq, offset, items)``; ``None`` at end of stream.
 
         Waits until ``min_n`` items are ready (or the stream ended). With
         ``timeout``, a partial slice is returned ``timeout`` seconds after its
-        first item arrived (a batch's ``batch_timeout``).
+        first item arrived (a batch's ``batch_timeout``). With ``give_up_at``
+        (a ``time.perf_counter()`` instant), waiting past it for a first item
+        raises ``TimeoutError`` (a live run's ``get(timeout=...)``).
         """
         with self._lock:
             while True:
@@ -190,6 +225,10 @@ class Channel:
                     wait = self._first_arrival + timeout - time.perf_counter()
                     if wait <= 0:
                         break
+                if give_up_at is not None and not ready:
+                    wait = give_up_at - time.perf_counter()
+                    if wait <= 0:
+                        raise TimeoutError(f"nothing arrived in {self.name!r} in time")
                 self._getters += 1
                 self._not_empty.wait(wait)
                 self._getters -= 1

@@ -127,7 +127,8 @@ def _rebuild_bytes(buffer: Any, kind: str) -> Any:
 
 
 def _wrap(x: Any) -> Any:
-    t = type(x)
+    # To pyright, type() of an Any is type[Unknown] (a checker limit; no runtime cost here)
+    t = type(x)  # pyright: ignore[reportUnknownVariableType]
     if t is bytes and len(x) >= SHM_THRESHOLD:
         return _SharedBytes(x, "bytes")
     if t is memoryview and x.nbytes >= SHM_THRESHOLD and x.contiguous:
@@ -136,8 +137,8 @@ def _wrap(x: Any) -> Any:
 
 
 def _wrap_item(x: Any) -> Any:
-    if type(x) is tuple:
-        return tuple(_wrap(f) for f in x)
+    if type(x) is tuple:  # to pyright, x is now tuple[Unknown, ...]
+        return tuple(_wrap(f) for f in x)  # pyright: ignore[reportUnknownVariableType]
     return _wrap(x)
 
 
@@ -253,14 +254,15 @@ def unpack_items(items: list[Any]) -> list[Any]:
 
 
 def _unpack(x: Any, depth: int) -> Any:
-    t = type(x)
+    # To pyright, type() of an Any is type[Unknown], so t(parts) is a tuple[Unknown, ...]
+    t = type(x)  # pyright: ignore[reportUnknownVariableType]
     if t is Packed:
         return x.unpack()
     if depth == 0:
         return x
     if t is tuple or t is list:
         parts = [_unpack(p, depth - 1) for p in x]
-        return t(parts) if any(a is not b for a, b in zip(parts, x)) else x
+        return t(parts) if any(a is not b for a, b in zip(parts, x)) else x  # pyright: ignore[reportUnknownVariableType]
     if t is dict:
         values = {k: _unpack(v, depth - 1) for k, v in x.items()}
         return values if any(values[k] is not v for k, v in x.items()) else x

@@ -56,10 +56,12 @@ pipe.run([1, 2])  # E: list-item | reportArgumentType
 pipe.iter(range(3))  # E: arg-type | reportArgumentType
 (countdown | half).run(["3"])  # E: list-item | reportArgumentType
 (["1"] | pipe).run(["2"])  # E: list-item | reportArgumentType
+pipe.start().put(1)  # E: arg-type | reportArgumentType
 
 # Results used as the wrong type.
 wrong: Pipeline[str, str] = parse | half  # E: assignment | reportAssignmentType
 total: list[str] = pipe.run(["1"])  # E: assignment | reportAssignmentType
+pushed: bytes = pipe.start().get()  # E: assignment | reportAssignmentType
 mixed: Pipeline[str, int] = merge(parse, shout)  # E: assignment | reportAssignmentType
 
 # A direct call keeps the function's signature.

@@ -11,7 +11,7 @@ from typing import Any
 
 from typing_extensions import Never, assert_type
 
-from flowpipe import Pipeline, Run, merge, stage
+from flowpipe import LiveRun, Pipeline, Run, merge, stage
 
 
 @stage
@@ -100,6 +100,20 @@ for text in pipe.iter(lines):
     assert_type(text, str)
 with pipe.iter(lines) as live:
     assert_type(live.collect(), list[str])
+
+# -- push mode: start() gives LiveRun[In, Out]: put(In), get() -> Out ------------------
+assert_type(pipe.start(), LiveRun[str, str])
+assert_type(parse.start(backend="process"), LiveRun[str, int])
+with pipe.start() as pushed:
+    assert_type(pushed, LiveRun[str, str])
+    pushed.put("1")
+    pushed.put("2", timeout=0.5)
+    assert_type(pushed.get(), str)
+    assert_type(pushed.get(timeout=1.0), str)
+    assert_type(next(pushed), str)
+    for text in pushed:
+        assert_type(text, str)
+    pushed.close()
 
 # -- sources: a source stage, or a bound source, runs without one ----------------------
 assert_type(countdown | half, Pipeline[Never, float])

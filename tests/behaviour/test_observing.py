@@ -1,0 +1,441 @@
+"""Seeing what runs (issue 6): stats, bottleneck and advice, progress bars, pictures, logging.
+
+Timings here come from stages that sleep (simulated work), never from sleeping
+to wait for something: waits use gates and events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowpipe import MissingExtra, StageError, stage
+
+GATE_TIMEOUT = 10.0
+
+
+class FileGate:
+    """A gate one side opens (a file appears) and the other waits on, across processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def open(self) -> None:
+        Path(self.path).touch()
+
+    def wait(self, timeout: float = GATE_TIMEOUT) -> bool:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.path):  # polls a condition; assumes no timing
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+
+# -- stats: every field, on every backend ---------------------------------------------------
+
+
+def test_stats_give_every_field_of_each_stage(backend: str) -> None:
+    @stage
+    def double(x: int) -> int:
+        return 2 * x
+
+    @stage(workers=2, buffer=4)
+    def nap(x: int) -> int:
+        time.sleep(0.002)  # the work
+        return x
+
+    with (double | nap).iter(range(20), backend=backend) as run:
+        assert list(run) == [2 * x for x in range(20)]
+    stats = run.stats
+    s = stats["nap"]
+    assert (s.items_in, s.items_out, s.calls, s.workers) == (20, 20, 20, 2)
+    assert (s.dropped, s.skipped, s.errors, s.retries) == (0, 0, 0, 0)
+    assert s.busy_s >= 20 * 0.0019  # 20 calls of at least 2 ms (histogram precision: 5%)
+    assert s.latency_p50_s is not None
+    assert s.latency_p99_s is not None
+    assert 0.0019 <= s.latency_p50_s <= s.latency_p99_s
+    assert min(s.waiting_s, s.blocked_s) >= 0
+    assert 0 < s.busy_share <= 1
+    assert 0 <= s.waiting_share <= 1
+    assert 0 <= s.blocked_share <= 1
+    assert s.throughput == pytest.approx(20 / stats.elapsed_s)
+    assert (s.buffer_fill, s.buffer_size) == (0, 4)
+    assert 1 <= s.buffer_peak <= 4
+    assert (s.backend, s.batch, s.source) == (backend, None, False)
+    assert stats["double"].latency_p50_s is not None
+
+    data = json.loads(json.dumps(stats.to_dict()))  # plain data, ready for JSON logs
+    row = data["stages"][1]
+    assert row["name"] == "nap"
+    assert row["latency_p50_s"] > 0
+    assert row["buffer_peak"] >= 1
+
+
+def test_stats_are_live_while_the_run_goes_on_and_final_after(backend: str) -> None:
+    more = threading.Event()
+
+    def numbers() -> Iterator[int]:
+        yield from range(5)
+        assert more.wait(GATE_TIMEOUT)
+        yield from range(5, 8)
+
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    with inc.iter(numbers(), backend=backend) as run:
+        assert [next(run) for _ in range(5)] == [1, 2, 3, 4, 5]
+        # The counters follow each slice just after its outputs were handed on.
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while run.stats["inc"].items_out < 5:
+            assert time.monotonic() < deadline
+        live = run.stats
+        assert (live["inc"].items_in, live["inc"].items_out) == (5, 5)
+        assert str(live).startswith("stage")  # a live table prints too
+        more.set()
+        assert list(run) == [6, 7, 8]
+    final = run.stats
+    assert (final["inc"].items_in, final["inc"].items_out) == (8, 8)
+    assert final.elapsed_s > live.elapsed_s
+    assert run.stats == final  # once ended, the numbers stay put
+
+
+# -- bottleneck and advice -----------------------------------------------------------------
+
+
+def test_advice_names_the_bottleneck_and_suggests_workers(backend: str) -> None:
+    @stage
+    def parse(x: int) -> int:
+        return x
+
+    @stage
+    def detect(x: int) -> int:
+        time.sleep(0.004)  # the slow stage
+        return x
+
+    @stage
+    def label(x: int) -> int:
+        return x
+
+    with (parse | detect | label).iter(range(40), backend=backend) as run:
+        assert list(run) == list(range(40))
+    stats = run.stats
+    assert stats.bottleneck is not None
+    assert stats.bottleneck.name == "detect"
+    assert stats.why.startswith("detect (busy ")
+    assert stats["detect"].busy_share > 0.75
+    tips = stats.advice
+    assert tips, str(stats)
+    assert tips[0].startswith("`detect` is busy"), tips
+    if backend == "thread" or stats.cpus > 1:  # a process per core: one core has no room
+        assert re.search(r"try `workers=[2-4]`", tips[0]), tips
+    assert not any("`parse`" in t or "`label`" in t for t in tips)
+    assert f"advice: {tips[0]}" in str(stats)
+
+
+def test_following_the_advice_makes_the_run_faster() -> None:
+    @stage
+    def detect(x: int) -> int:
+        time.sleep(0.004)  # waits like I/O: threads overlap it
+        return x
+
+    with detect.iter(range(30)) as run:
+        list(run)
+    wanted = re.search(r"workers=(\d+)", run.stats.advice[0])
+    assert wanted, run.stats.advice
+    with detect.with_options(workers=int(wanted[1])).iter(range(30)) as faster:
+        list(faster)
+    assert faster.stats.elapsed_s < run.stats.elapsed_s
+
+
+def test_no_advice_for_a_balanced_pipeline(backend: str) -> None:
+    def nap(x: int) -> int:
+        time.sleep(0.003)  # every stage does the same work
+        return x
+
+    pipe = stage(nap, name="a") | stage(nap, name="b") | stage(nap, name="c")
+    with pipe.iter(range(40), backend=backend) as run:
+        assert list(run) == list(range(40))
+    assert run.stats.advice == (), str(run.stats)
+    assert "advice:" not in str(run.stats)
+
+
+def test_advice_says_when_the_source_limits_the_run(backend: str, tmp_path: Path) -> None:
+    started = FileGate(tmp_path / "started")
+
+    def slow_source() -> Iterator[int]:
+        yield 0
+        assert started.wait()  # the stage is up (its worker process too)
+        for x in range(1, 12):
+            time.sleep(0.01)  # a camera, a socket: the items come slowly
+            yield x
+
+    @stage
+    def inc(x: int) -> int:
+        if x == 0:
+            started.open()
+        return x + 1
+
+    with inc.iter(slow_source(), backend=backend) as run:
+        assert list(run) == list(range(1, 13))
+    tips = run.stats.advice
+    assert len(tips) == 1, (tips, str(run.stats))
+    assert "the source" in tips[0]
+    assert "workers=" not in tips[0]
+
+
+def test_advice_says_when_the_consumer_limits_the_run(backend: str) -> None:
+    @stage(buffer=2)
+    def inc(x: int) -> int:
+        return x + 1
+
+    with inc.iter(range(15), backend=backend) as run:
+        for _ in run:
+            time.sleep(0.01)  # the caller's own slow work on each result
+    tips = run.stats.advice
+    assert len(tips) == 1, (tips, str(run.stats))
+    assert "reads the results" in tips[0]
+
+
+def test_advice_suggests_batch_for_a_bottleneck_of_short_calls(backend: str) -> None:
+    @stage
+    def parse(x: int) -> int:
+        return x
+
+    @stage
+    def score(x: int) -> int:
+        total = 0
+        for k in range(2000):  # short, CPU-bound calls: under a millisecond
+            total += k * x
+        return total
+
+    with (parse | score).iter(range(1000), backend=backend) as run:
+        assert len(list(run)) == 1000
+    tips = run.stats.advice
+    assert any(t.startswith("`score`'s calls are short") and "batch=" in t for t in tips), tips
+
+
+def test_advice_suggests_a_bigger_batch_when_batches_are_quick() -> None:
+    @stage
+    def first(x: int) -> int:
+        return x
+
+    @stage(batch=4)
+    def embed(xs: list[int]) -> list[int]:
+        total = 0
+        for k in range(2000):  # quick batches: well under a millisecond a call
+            total += k
+        return xs
+
+    with (first | embed).iter(range(2000)) as run:
+        list(run)
+    tips = run.stats.advice
+    assert any("try `batch=16`" in t for t in tips), (tips, str(run.stats))
+
+
+# -- progress bars ---------------------------------------------------------------------------
+
+
+def test_progress_shows_a_bar_with_items_rate_and_bottleneck(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tqdm", reason='progress bars need the "progress" extra')
+
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    assert inc.run(range(50), backend=backend, progress=True) == list(range(1, 51))
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the bar goes to stderr
+    final = captured.err.rstrip().split("\r")[-1]
+    assert re.match(r"flowpipe: 100%.* 50/50 \[.* items/s, bottleneck: inc \(busy", final), final
+
+
+def test_progress_without_a_known_length_counts_items(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tqdm", reason='progress bars need the "progress" extra')
+
+    @stage
+    def twice(x: int) -> Iterator[int]:
+        yield x
+        yield x
+
+    with twice.iter(iter(range(10)), backend=backend, progress=True) as run:
+        assert len(list(run)) == 20
+    final = capsys.readouterr().err.rstrip().split("\r")[-1]
+    assert "flowpipe: 20 items" in final, final
+
+
+def test_no_progress_prints_nothing(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    assert inc.run(range(50), backend=backend) == list(range(1, 51))
+    assert inc.run(range(5), backend=backend, progress=False) == list(range(1, 6))
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_without_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import tqdm.auto now fails
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    threads_before = threading.active_count()
+
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    with pytest.raises(MissingExtra, match=re.escape("pip install 'flowpipe[progress]'")):
+        inc.iter(range(5), progress=True)
+    with pytest.raises(ImportError, match=re.escape("flowpipe[progress]")):
+        inc.run(range(5), progress=True)
+    assert threading.active_count() == threads_before  # nothing was started
+    assert inc.run(range(3)) == [1, 2, 3]  # without a bar all is well
+
+
+# -- pictures ----------------------------------------------------------------------------------
+
+
+def test_after_a_run_the_picture_shows_throughput_and_busy_share(backend: str) -> None:
+    @stage(workers=2)
+    def detect(x: int) -> int:
+        return x
+
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    pipe = detect | (inc, inc) | stage(lambda pair: pair[0] + pair[1], name="add")
+    with pipe.iter(range(10), backend=backend) as run:
+        assert list(run) == [2 * x + 2 for x in range(10)]
+    chart = run.to_mermaid()
+    assert chart == pipe.to_mermaid(stats=run.stats)
+    for name in ("detect\\[x2\\]", "inc", "inc", "add"):
+        assert re.search(rf'\["{name}<br/>[\d.kM]+ items/s, busy \d+%"\]', chart), chart
+    assert chart.count("busy") == 4  # both inc branches (labels inc, inc#2) are annotated
+    assert pipe.to_mermaid().count("busy") == 0  # without stats: the plain graph
+
+    shown = run._repr_markdown_()  # what a notebook displays for a run
+    assert shown.startswith("```mermaid\nflowchart LR")
+    assert "| stage | workers |" in shown
+    assert "| inc#2 |" in shown
+    assert "bottleneck: " in shown
+    assert run.stats._repr_markdown_() == run.stats.to_markdown()
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+def test_logs_start_and_finish(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="flowpipe")
+
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    inc.run(range(5), backend=backend)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "flowpipe"]
+    assert messages[0] == (logging.INFO, f"run starting: inc (backend={backend})")
+    assert any(
+        level == logging.INFO and re.match(r"run finished in \d+\.\d+s: 5 outputs read", text)
+        for level, text in messages
+    ), messages
+
+
+def test_logs_an_early_stop(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="flowpipe")
+
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    with inc.iter(range(10_000), backend=backend) as run:
+        next(run)
+    assert any(r.getMessage().startswith("run stopped early") for r in caplog.records)
+
+
+def test_logs_a_failed_run_as_an_error(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="flowpipe")
+
+    @stage
+    def broken(x: int) -> int:
+        raise ValueError("no good")
+
+    with pytest.raises(StageError):
+        broken.run(range(3), backend=backend)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in caplog.records]
+    assert errors[0].getMessage().startswith("run failed")
+    assert "no good" in errors[0].getMessage()
+
+
+def test_logs_retries_and_skips(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="flowpipe")
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.seen: set[int] = set()
+
+        def __call__(self, x: int) -> int:
+            if x == 3:
+                raise ValueError("never works")
+            if x not in self.seen:  # every other item works on its second try
+                self.seen.add(x)
+                raise ValueError("first try fails")
+            return x
+
+    flaky = stage(Flaky, retries=1, on_error="skip")()
+    assert flaky.run(range(5), backend=backend) == [0, 1, 2, 4]
+    summary = [r for r in caplog.records if "failed calls" in r.getMessage()]
+    assert len(summary) == 1
+    assert summary[0].levelno == logging.INFO
+    assert summary[0].getMessage() == "stage 'Flaky': 6 failed calls, 5 retries, 1 inputs skipped"
+    if backend == "thread":  # in this process, each retry and skip is logged as it happens
+        assert any(
+            r.levelno == logging.WARNING and "skipped" in r.getMessage() for r in caplog.records
+        )
+
+
+def test_logs_drops_once_and_their_count_at_the_end(
+    backend: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.INFO, logger="flowpipe")
+    gate = FileGate(tmp_path / "gate")
+
+    def offered() -> Iterator[int]:
+        yield from range(100)
+        gate.open()  # every item was put (or dropped): now let the stage go on
+
+    class HeldFirst:
+        def __init__(self) -> None:
+            self.first = True
+
+        def __call__(self, x: int) -> int:
+            if self.first:
+                self.first = False
+                gate.wait()
+            return x
+
+    held = stage(HeldFirst, buffer=2, overflow="drop_newest", name="held")()
+    with held.iter(offered(), backend=backend) as run:
+        out = list(run)
+    dropped = run.stats["held"].dropped
+    assert dropped > 0
+    assert len(out) + dropped == 100
+    texts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage")]
+    assert texts == [
+        "stage 'held': input buffer full (2 items), dropping inputs (overflow='drop_newest')",
+        f"stage 'held' dropped {dropped} of its inputs in all (overflow='drop_newest')",
+    ]

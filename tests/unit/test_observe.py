@@ -1,0 +1,255 @@
+"""Stats records, latency percentiles, the advice rules (on made-up numbers), pictures, logging."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from flowpipe import RunStats, StageStats, stage
+from flowpipe._observe.counters import WorkerCounters, latency_percentiles
+from flowpipe._observe.stats import format_rate, format_seconds
+
+
+def make(name: str, busy: float, **fields: Any) -> StageStats:
+    """A stage's record over a 1-second run: ``busy`` is its busy share per worker."""
+    workers = fields.pop("workers", 1)
+    values: dict[str, Any] = {
+        "name": name,
+        "workers": workers,
+        "items_in": 100,
+        "items_out": 100,
+        "skipped": 0,
+        "dropped": 0,
+        "errors": 0,
+        "retries": 0,
+        "busy_s": busy * workers,
+        "waiting_s": (1 - busy) * workers,
+        "blocked_s": 0.0,
+        "buffer_fill": 0,
+        "buffer_peak": 3,
+        "buffer_size": 1024,
+        "elapsed_s": 1.0,
+        "calls": 100,
+        "latency_p50_s": 0.01,
+        "latency_p99_s": 0.02,
+        "span_s": 1.0 * workers,
+    }
+    values.update(fields)
+    return StageStats(**values)
+
+
+def run_of(*stages: StageStats, cpu_s: float = 0.1, cpus: int = 8) -> RunStats:
+    return RunStats(tuple(stages), 1.0, cpu_s, cpus)
+
+
+# -- latency histogram ------------------------------------------------------------------------
+
+
+def test_latency_percentiles_come_back_within_five_percent() -> None:
+    c = WorkerCounters()
+    for _ in range(98):
+        c.record_latency(0.002, 1)  # 2 ms calls...
+    c.record_latency(1.0, 2)  # ...and two slow ones (a slice of 2 calls: 0.5 s each)
+    p50, p99, p100 = latency_percentiles([c.latency], (0.5, 0.99, 1.0))
+    assert p50 == pytest.approx(0.002, rel=0.05)
+    assert p99 == pytest.approx(0.5, rel=0.05)
+    assert p100 == pytest.approx(0.5, rel=0.05)
+
+
+def test_a_slice_counts_as_its_calls_at_their_mean_latency() -> None:
+    a, b = WorkerCounters(), WorkerCounters()
+    a.record_latency(0.010, 10)  # 10 calls of 1 ms in one slice
+    b.record_latency(0.001, 1)
+    assert sum(a.latency) == 10
+    (p50,) = latency_percentiles([a.latency, b.latency], (0.5,))
+    assert p50 == pytest.approx(0.001, rel=0.05)
+
+
+def test_no_calls_no_latency() -> None:
+    assert latency_percentiles([WorkerCounters().latency], (0.5, 0.99)) == [None, None]
+    assert latency_percentiles([], (0.5,)) == [None]
+
+
+def test_extreme_latencies_land_in_the_end_buckets() -> None:
+    c = WorkerCounters()
+    c.record_latency(0.0, 1)
+    c.record_latency(1e9, 1)
+    assert (c.latency[0], c.latency[-1]) == (1, 1)
+
+
+def test_formats() -> None:
+    assert [format_seconds(s) for s in (None, 2e-7, 4.2e-5, 0.0034, 1.234)] == [
+        "-",
+        "0.2µs",
+        "42µs",
+        "3.4ms",
+        "1.23s",
+    ]
+    assert [format_rate(r) for r in (12.4, 950, 12_345, 2_100_000)] == [
+        "12",
+        "950",
+        "12.3k",
+        "2.1M",
+    ]
+
+
+# -- shares and the bottleneck -------------------------------------------------------------------
+
+
+def test_shares_divide_by_the_workers_time_since_their_first_input() -> None:
+    s = make("x", 0.5, workers=2, blocked_s=0.25, span_s=2.0)
+    assert (s.busy_share, s.waiting_share, s.blocked_share) == (0.5, 0.5, 0.125)
+    assert s.load_s == 0.5
+    no_span = make("y", 0.5, span_s=0.0)  # an async stage: the run's clock
+    assert no_span.busy_share == 0.5
+
+
+def test_the_bottleneck_is_the_stage_with_most_work_per_worker() -> None:
+    stats = run_of(make("read", 0.3), make("detect", 1.0, workers=4), make("late", 0.9))
+    assert stats.bottleneck is not None
+    assert stats.bottleneck.name == "detect"
+    assert stats.why == "detect (busy 100%)"
+    assert run_of().bottleneck is None
+    assert run_of().why == ""
+
+
+# -- advice rules ------------------------------------------------------------------------------
+
+
+def test_a_clear_bottleneck_gets_workers_to_catch_up_with_the_next_stage() -> None:
+    stats = run_of(make("read", 0.2), make("detect", 0.97), make("track", 0.4))
+    assert stats.advice == ("`detect` is busy 97% of the time and limits the run: try `workers=3`",)
+
+
+def test_more_workers_are_at_most_four_times_as_many() -> None:
+    stats = run_of(make("detect", 0.99, workers=2), make("track", 0.01))
+    assert "try `workers=8`" in stats.advice[0]
+
+
+def test_no_advice_when_stages_are_balanced_or_half_busy_or_few() -> None:
+    balanced = run_of(make("a", 0.95), make("b", 0.9), make("c", 0.97))
+    assert balanced.advice == ()
+    half_busy = run_of(make("a", 0.6), make("b", 0.65))
+    assert half_busy.advice == ()
+    few = run_of(make("a", 0.99, calls=3), make("b", 0.1, calls=3))
+    assert few.advice == ()
+
+
+def test_a_process_stage_gets_at_most_a_worker_per_core() -> None:
+    stats = run_of(make("a", 0.99, backend="process"), make("b", 0.1), cpus=2)
+    assert "try `workers=2`" in stats.advice[0]
+    one_core = run_of(make("a", 0.99, backend="process"), make("b", 0.1), cpus=1)
+    assert "more workers need more cores" in one_core.advice[0]
+
+
+def test_cpu_work_on_threads_scales_with_the_free_cores_and_mentions_the_gil() -> None:
+    # The run kept 1 of 4 cores busy: up to 4x the workers.
+    stats = run_of(make("a", 0.99), make("b", 0.1), cpu_s=1.0, cpus=4)
+    assert stats.advice[0] == (
+        "`a` is busy 99% of the time and limits the run: try `workers=4` "
+        '(pure-Python work holds the GIL: then with `backend="process"`)'
+    )
+    saturated = run_of(make("a", 0.99, workers=2), make("b", 0.1), cpu_s=2.0, cpus=2)
+    assert saturated.advice[0] == (
+        "`a` is busy 99% of the time and limits the run, and the run keeps the machine's "
+        "2 CPU cores busy: more workers need more cores; make `a` cheaper"
+    )
+
+
+def test_short_calls_get_batch_advice() -> None:
+    short = run_of(make("embed", 0.95, latency_p50_s=4e-5), make("b", 0.1))
+    assert short.advice[1] == (
+        "`embed`'s calls are short (40µs each): if it can work on a list at once, "
+        "`batch=64` spreads the cost of each call over many items"
+    )
+    batched = run_of(make("embed", 0.95, latency_p50_s=3e-4, batch=8), make("b", 0.1))
+    assert batched.advice[1] == "`embed`'s batches of 8 take only 300µs a call: try `batch=32`"
+    long_calls = run_of(make("embed", 0.95, latency_p50_s=0.05), make("b", 0.1))
+    assert len(long_calls.advice) == 1
+
+
+def test_a_slow_consumer_or_source_is_named() -> None:
+    consumer = run_of(make("a", 0.1), make("b", 0.1, waiting_s=0.2, blocked_s=0.7))
+    assert consumer.advice == (
+        "`b` spent 70% of its time waiting for the code that reads the results: "
+        "the consumer limits the run, not the stages",
+    )
+    source = run_of(make("a", 0.1), make("b", 0.1))
+    assert source.advice == (
+        "`a` waited for input 90% of the time: the source (100 items/s) limits the run; "
+        "more workers would not help",
+    )
+
+
+def test_a_source_stage_is_never_advised() -> None:
+    stats = run_of(make("camera", 0.0, source=True, calls=0), make("a", 0.2))
+    assert stats.advice == (
+        "`a` waited for input 80% of the time: the source (100 items/s) "
+        "limits the run; more workers would not help",
+    )
+
+
+# -- the table, Markdown and pictures --------------------------------------------------------------
+
+
+def test_the_table_shows_every_column_then_bottleneck_and_advice() -> None:
+    text = str(run_of(make("read", 0.2), make("detect", 0.97), make("track", 0.4)))
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "stage", "workers", "in", "out", "skipped", "dropped", "errors", "retries",
+        "busy", "p50", "p99", "items/s", "buffer", "peak",
+    ]  # fmt: skip
+    assert lines[3].split() == [
+        "detect", "1", "100", "100", "0", "0", "0", "0", "97%", "10ms", "20ms", "100",
+        "0/1024", "3",
+    ]  # fmt: skip
+    assert lines[-2] == "elapsed 1.000s; bottleneck: detect (busy 97%)"
+    assert lines[-1].startswith("advice: `detect` is busy 97%")
+
+
+def test_markdown_table_for_notebooks() -> None:
+    stats = run_of(make("read", 0.2), make("detect", 0.97), make("track", 0.4))
+    md = stats._repr_markdown_()
+    assert md.splitlines()[0].startswith("| stage | workers | in | out |")
+    assert "| detect | 1 | 100 | 100 |" in md
+    assert "**advice**: `detect` is busy" in md
+
+
+def test_a_pipeline_picture_with_stats_annotates_stages_by_label() -> None:
+    inc = stage(lambda x: x + 1, name="inc")
+    pipe = inc | inc
+    stats = run_of(make("inc", 0.5), make("inc#2", 0.25))
+    chart = pipe.to_mermaid(stats=stats)
+    assert '["inc<br/>100 items/s, busy 50%"]' in chart
+    assert '["inc<br/>100 items/s, busy 25%"]' in chart
+    assert "busy" not in pipe.to_mermaid()
+
+
+# -- logging -------------------------------------------------------------------------------------
+
+
+def test_flowpipe_logs_nothing_unless_asked() -> None:
+    """In a fresh interpreter without logging set up, warnings and errors print nothing."""
+    code = """
+import flowpipe
+from flowpipe import stage
+
+@stage(on_error="skip")
+def picky(x):
+    if x % 2:
+        raise ValueError("odd")  # a warning per skipped input
+    return x
+
+print(picky.run(range(6)))
+try:
+    stage(lambda x: 1 / 0, name="broken").run([1])  # an error
+except flowpipe.StageError:
+    print("failed")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert (done.stdout, done.stderr) == ("[0, 2, 4]\nfailed\n", "")
