@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks                      # every scenario, 5 repeats
     python -m benchmarks --quick              # smoke run: small sizes, 1 repeat (< 60 s)
     python -m benchmarks --scenario trivial   # one scenario (or a family: --scenario sleep)
+    python -m benchmarks --scenario realtime  # the 30 fps latency run (only when named; 60 s a row)
     python -m benchmarks --peer flowpipe --peer queue/1 --repeat 9
 
 Results go to stdout as Markdown tables (paste them into benchmarks/README.md);
@@ -26,6 +27,8 @@ from collections.abc import Sequence
 
 from .measure import measure, measured_sleep
 from .peers import PEERS, prepare_all, select_peers, version_of
+from .realtime import DEFAULT_SECONDS, QUICK_SECONDS
+from .realtime import run_all as run_realtime
 from .report import ScenarioReport
 from .scenarios import SLEEP_SECONDS, build_scenarios, select
 
@@ -42,7 +45,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scenario",
         action="append",
         metavar="NAME",
-        help=f"scenario to run, repeatable: {', '.join(names)} (or 'sleep' for both); default: all",
+        help=f"scenario to run, repeatable: {', '.join(names)} (or 'sleep' for both); default: all; "
+        "'realtime' (latency of a 30 fps feed, benchmarks/realtime.py) runs only when named",
     )
     parser.add_argument(
         "--peer",
@@ -61,7 +65,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: small sizes and 1 repeat (< 60 s)"
     )
+    parser.add_argument(
+        "--realtime-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"length of each realtime run (default {DEFAULT_SECONDS:g}; {QUICK_SECONDS:g} with --quick)",
+    )
     args = parser.parse_args(argv)
+    if args.realtime_seconds is None:
+        args.realtime_seconds = QUICK_SECONDS if args.quick else DEFAULT_SECONDS
+    if args.realtime_seconds <= 0:
+        parser.error("--realtime-seconds must be positive")
     if args.repeat is None:
         args.repeat = 1 if args.quick else DEFAULT_REPEAT
     if args.repeat < 1:
@@ -85,29 +100,36 @@ def revision() -> str:
     )
 
 
-def header(argv: Sequence[str], repeat: int, quick: bool) -> str:
+def header(argv: Sequence[str], repeat: int, quick: bool, throughput: bool = True) -> str:
+    """The run's header; ``throughput=False`` (only the realtime scenario) leaves out repeats."""
     versions = ", ".join(f"{p} {version_of(p)}" for p in ("flowpipe", "pypeln", "mpire"))
-    return "\n".join(
-        [
-            "# flowpipe benchmarks",
-            "",
-            f"command: python -m benchmarks {shlex.join(argv)}".rstrip(),
-            f"date: {time.strftime('%Y-%m-%d %H:%M')}; repeats: {repeat}{' (quick)' if quick else ''}",
-            f"python {platform.python_version()} ({platform.python_implementation()}), "
-            f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-            f"versions: {versions}; flowpipe revision {revision()}",
+    repeats = f"; repeats: {repeat}" if throughput else ""
+    lines = [
+        "# flowpipe benchmarks",
+        "",
+        f"command: python -m benchmarks {shlex.join(argv)}".rstrip(),
+        f"date: {time.strftime('%Y-%m-%d %H:%M')}{repeats}{' (quick)' if quick else ''}",
+        f"python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        f"versions: {versions}; flowpipe revision {revision()}",
+    ]
+    if throughput:
+        lines.append(
             "throughput = items through all 4 stages per second, wall time of the whole run "
-            "(threads started and stopped included); ratios compare medians",
-        ]
-    )
+            "(threads started and stopped included); ratios compare medians"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    scenarios = select(build_scenarios(args.quick), args.scenario)
+    named = args.scenario or []
+    realtime = "realtime" in named
+    others = [n for n in named if n != "realtime"]
+    scenarios = [] if realtime and not others else select(build_scenarios(args.quick), others)
     peers = select_peers(args.peer)
-    print(header(argv, args.repeat, args.quick), flush=True)
+    print(header(argv, args.repeat, args.quick, throughput=bool(scenarios)), flush=True)
     real_sleep = None
     if any(s.sleep_s for s in scenarios):
         real_sleep = measured_sleep(SLEEP_SECONDS)
@@ -127,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed = True
                 print(f"error: {m.peer.key} in {scenario.name}: {m.error}")
         sys.stdout.flush()
+    if realtime:
+        report, realtime_failed = run_realtime(args.realtime_seconds)
+        print()
+        print(report, flush=True)
+        failed = failed or realtime_failed
     return 1 if failed else 0
 
 

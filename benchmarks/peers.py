@@ -32,8 +32,11 @@ class Peer:
     package: str | None = None  # distribution whose version is printed
     processes: bool = False  # a process-based peer: timed on ``cpu`` scenarios only
     ray: bool = False  # needs Ray (the extra flowpipe[ray]; Ray Data needs ray[data])
+    only: str | None = None  # timed on this scenario only (None: every one it applies to)
 
     def applies_to(self, scenario: Scenario) -> bool:
+        if self.only is not None and scenario.name != self.only:
+            return False
         return scenario.cpu or not self.processes
 
 
@@ -179,13 +182,14 @@ def prepare_ray_actors(scenario: Scenario) -> Job:
     """Ray actors by hand: one per stage, each item's calls chained by object ref.
 
     The actors are made once here (warm, as flowpipe's pooled actors are after
-    its first round), with half a CPU each so that four fit on two CPUs.
+    its first round) and reserve no CPU, like flowpipe's: four must fit on two
+    CPUs next to the other Ray peers' actors.
     Items go in a window of ``RAY_WINDOW`` so that frames do not pile up in
     the object store.
     """
     ray = start_ray()
 
-    @ray.remote(num_cpus=0.5)
+    @ray.remote(num_cpus=0)
     class StageActor:
         def __init__(self, fn: Callable[[Any], Any]) -> None:
             self.fn = fn
@@ -224,7 +228,11 @@ class _Mapper:
 
 
 def prepare_ray_data(scenario: Scenario) -> Job:
-    """Ray Data: ``map_batches`` with one actor per stage (``concurrency=1``), order kept."""
+    """Ray Data: ``map_batches`` with one actor per stage (``concurrency=1``), order kept.
+
+    A quarter CPU per actor: the four fit in one CPU, which leaves one for Ray
+    Data's own read tasks on a two-CPU machine.
+    """
     start_ray()
     import ray.data as rd
 
@@ -235,7 +243,7 @@ def prepare_ray_data(scenario: Scenario) -> Job:
         ds = rd.range(n).map_batches(lambda b: {"item": b["id"]})
         for fn in stages:
             ds = ds.map_batches(
-                _Mapper, fn_constructor_args=(fn,), concurrency=1, num_cpus=0.5, batch_size=32
+                _Mapper, fn_constructor_args=(fn,), concurrency=1, num_cpus=0.25, batch_size=32
             )
         return [int(row["item"]) for row in ds.take_all()]
 
@@ -263,6 +271,46 @@ def prepare_flowpipe(scenario: Scenario) -> Job:
     return lambda: pipe.run(range(n))
 
 
+def prepare_flowpipe_nostats(scenario: Scenario) -> Job:
+    """The ``flowpipe`` row with the stage workers' statistics switched off.
+
+    Every stage worker of these runs counts into ``NoStatsCounters``, whose
+    per-slice update does nothing, so the two rows differ only by what counting
+    costs: the ``stats overhead`` target compares them. (The clock reads that
+    size the slices, and the buffers' fill and peak, stay: they are nearly free.)
+    """
+    from flowpipe._observe.counters import WorkerCounters
+    from flowpipe._runtime.engine import StageRun
+
+    class NoStatsCounters(WorkerCounters):
+        __slots__ = ()
+
+        def count_slice(
+            self,
+            items_in: int,
+            items_out: int,
+            calls: int,
+            t0: float,
+            t1: float,
+            t2: float,
+            t3: float,
+        ) -> None:
+            pass
+
+    pipe, n = flowpipe_pipeline(scenario), scenario.n
+
+    def job() -> list[Any]:
+        counting = StageRun.counters_class
+        StageRun.counters_class = NoStatsCounters
+        try:
+            out: list[Any] = pipe.run(range(n))
+        finally:
+            StageRun.counters_class = counting
+        return out
+
+    return job
+
+
 def prepare_flowpipe_gen(scenario: Scenario) -> Job:
     """The same pipeline over a generator: a lazy source that cannot be sliced."""
     pipe, n = flowpipe_pipeline(scenario), scenario.n
@@ -279,6 +327,7 @@ PEERS: tuple[Peer, ...] = (
     Peer("mpire", "mpire threads, fused", prepare_mpire, package="mpire"),
     Peer("flowpipe", "flowpipe range()", prepare_flowpipe, flowpipe=True, package="flowpipe"),
     Peer("flowpipe/gen", "flowpipe generator", prepare_flowpipe_gen, flowpipe=True),
+    Peer("flowpipe/nostats", "flowpipe, no stats", prepare_flowpipe_nostats, only="trivial"),
     Peer("mp.Pool", "multiprocessing.Pool, fused", prepare_mp_pool, processes=True),
     Peer("pypeln/p", "pypeln process", prepare_pypeln_process, processes=True),
     Peer("mpire/p", "mpire processes, fused", prepare_mpire_process, processes=True),

@@ -138,6 +138,8 @@ class ScenarioReport:
                     shown, verdict = "n/a", "not measured"
                 else:
                     shown = f"{value:.1%}" if target.baseline.startswith("ideal") else ratio(value)
+                    if target.overhead is not None:  # the cost, and the ratio it comes from
+                        shown = f"{1 / value - 1:+.1%} ({value:.3f}x {target.baseline})"
                     verdict = "met" if ok else "MISSED"
                 lines.append(f"  {m.peer.label:<20} {target.describe():<34} {shown:>8}  {verdict}")
         return lines

@@ -70,6 +70,12 @@ def child_pids() -> set[int]:
     return found
 
 
+def python_threads() -> list[threading.Thread]:
+    """Threads started from Python. Native threads that call into Python (Ray's
+    core does) show up as dummy threads: not ours, and they cannot be joined."""
+    return [t for t in threading.enumerate() if type(t).__name__ != "_DummyThread"]
+
+
 def shm_segments() -> set[str]:
     if not os.path.isdir(SHM_DIR):
         return set()
@@ -85,15 +91,15 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """
     if uses_ray(request):  # Ray's own processes and threads live for the whole session
         request.getfixturevalue("ray_cluster")
-    threads_before = set(threading.enumerate())
+    threads_before = set(python_threads())
     children_before = child_pids()
     segments_before = shm_segments()
     yield
     gc.collect()  # a run dropped without close() is closed by its finaliser
     deadline = time.monotonic() + 3.0
-    for thread in set(threading.enumerate()) - threads_before:
+    for thread in set(python_threads()) - threads_before:
         thread.join(max(0.0, deadline - time.monotonic()))
-    left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    left = [t.name for t in set(python_threads()) - threads_before if t.is_alive()]
     while child_pids() - children_before and time.monotonic() < deadline:
         time.sleep(0.02)  # polling the OS: there is nothing to wait on
     children = child_pids() - children_before

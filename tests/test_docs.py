@@ -148,7 +148,8 @@ def output_mismatch(expected: str, actual: str) -> str | None:
 def _run_block(block: Block, namespace: dict[str, object]) -> None:
     # Pad with blank lines so that tracebacks show the markdown file's line numbers.
     source = "\n" * (block.line - 1) + block.code
-    exec(compile(source, str(block.path), "exec"), namespace)
+    # dont_inherit: the page runs without this file's `from __future__ import annotations`
+    exec(compile(source, str(block.path), "exec", dont_inherit=True), namespace)
 
 
 def _page_id(path: Path) -> str:

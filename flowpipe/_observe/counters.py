@@ -45,6 +45,19 @@ class WorkerCounters:
         self.latency: list[int] = [0] * LATENCY_BUCKETS  # calls per latency bucket
         self.started: float | None = None  # perf_counter() at the worker's first input
 
+    def count_slice(
+        self, items_in: int, items_out: int, calls: int, t0: float, t1: float, t2: float, t3: float
+    ) -> None:
+        """Count one slice: waited for from ``t0``, taken at ``t1``, called until ``t2``,
+        its outputs handed on by ``t3`` (``perf_counter()`` readings)."""
+        self.items_in += items_in
+        self.items_out += items_out
+        self.calls += calls
+        self.record_latency(t2 - t1, calls)
+        self.waiting += t1 - t0
+        self.busy += t2 - t1
+        self.blocked += t3 - t2
+
     def record_latency(self, seconds: float, calls: int) -> None:
         """Count ``calls`` calls that took ``seconds`` in all (a slice: its mean per call)."""
         if calls > 0:

@@ -27,12 +27,15 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
 
 from .._errors import MissingExtra, StageError, StageOptionError
 from .._observe.counters import WorkerCounters
+from .._transport import wire
+from .._transport.buffer import payload_bytes
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
 from .remote import (
@@ -75,8 +78,36 @@ def connect(ray: Any) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
+class RayHandle:
+    """A large output left in Ray's object store: the caller forwards the reference.
+
+    The reference is owned by the caller's process (an object the actor's
+    ``call`` yielded), so the value outlives the actor that made it; the next
+    actor reads it from the object store itself, and the caller maps it only
+    where it needs the value (``unpack``: a read-only, zero-copy view).
+    """
+
+    __slots__ = ("nbytes", "ref")
+
+    def __init__(self, ref: Any, nbytes: int) -> None:
+        self.ref = ref
+        self.nbytes = nbytes  # for buffer sizing
+
+    def unpack(self) -> Any:
+        return import_ray().get(self.ref)
+
+
+wire.register_handle(RayHandle)
+
+
 class _StageActor:
-    """The body of every flowpipe actor: a ``SliceServer`` built in the actor."""
+    """The body of every flowpipe actor: a ``SliceServer`` built in the actor.
+
+    ``call`` is a streaming generator: the reply comes first, then every
+    output of ``SHM_THRESHOLD`` bytes or more as an object of its own, so the
+    caller owns those as object references (they outlive this actor) and never
+    downloads them unless it needs the value.
+    """
 
     def __init__(self) -> None:
         self.server: SliceServer | None = None
@@ -93,9 +124,22 @@ class _StageActor:
             return error_reply(label, None, None, exc, "start")
         return ("ready",)
 
-    def call(self, items: list[Any], offset: int) -> tuple[Any, ...]:
+    def call(self, items: list[Any], offset: int) -> Iterator[Any]:
+        """Yield the reply, then each large output as an object of its own."""
         assert self.server is not None
-        return self.server.call(items, offset)
+        reply = self.server.call(wire.unpack_items(items), offset)
+        if reply[0] != "ok":
+            yield reply
+            return
+        outputs: list[Any] = reply[1]
+        sizes = [payload_bytes(x) for x in outputs]
+        kept = [k for k, size in enumerate(sizes) if size >= wire.SHM_THRESHOLD]
+        large = [outputs[k] for k in kept]
+        for k in kept:
+            outputs[k] = None  # follows as an object of its own
+        yield (*reply, [(k, sizes[k]) for k in kept])
+        for value in large:  # noqa: UP028 (Ray drives this with send(): no yield from a list)
+            yield value
 
     def close(self) -> None:
         server, self.server = self.server, None
@@ -247,17 +291,30 @@ class RayWorker:
 
     def ask(self, items: list[Any], offset: int) -> tuple[Any, ...]:
         try:
-            ref = self.actor.call.remote(items, offset)
+            stream = self.actor.call.remote(items, offset)
         except Exception as exc:  # an item Ray cannot serialise
             raise unsendable_error(self.label, items, offset, exc, WHAT) from None
-        reply = self._wait(ref)
+        reply = self._wait(stream, first=True)
         if reply[0] == "error":
             raise error_from_reply(reply, offset, WHAT)
-        return reply  # type: ignore[no-any-return]
+        *head, kept = reply
+        if kept:  # large outputs: references owned here, values left in the object store
+            outputs = head[1]
+            for k, size in kept:
+                outputs[k] = RayHandle(self._next(stream), size)
+        return tuple(head)
 
-    def _wait(self, ref: Any) -> Any:
-        """The result of ``ref``; once the run stops, the actor gets ``STOP_GRACE``
-        seconds, then is killed. A dead actor raises ``WorkerDied``."""
+    def _next(self, stream: Any) -> Any:
+        try:
+            return next(stream)
+        except self.ray.exceptions.RayActorError as exc:
+            self.died = type(exc).__name__
+            raise WorkerDied(str(exc).splitlines()[0] if str(exc) else self.died) from exc
+
+    def _wait(self, ref: Any, first: bool = False) -> Any:
+        """The result of ``ref`` (with ``first``: of a stream's first object); once the
+        run stops, the actor gets ``STOP_GRACE`` seconds, then is killed. A dead
+        actor raises ``WorkerDied``."""
         ray = self.ray
         stop_seen: float | None = None
         while not ray.wait([ref], timeout=POLL)[0]:
@@ -269,7 +326,7 @@ class RayWorker:
                     ray.kill(self.actor, no_restart=True)
                     stop_seen = float("inf")
         try:
-            return ray.get(ref)
+            return ray.get(self._next(ref) if first else ref)
         except ray.exceptions.RayActorError as exc:
             self.died = type(exc).__name__
             raise WorkerDied(str(exc).splitlines()[0] if str(exc) else self.died) from exc

@@ -334,8 +334,8 @@ def start_stages(
     worker already started is stopped.
     """
     state = RunState()
-    # Outputs of worker processes may arrive as shared-memory handles (wire.Packed).
-    state.packed = "process" in plan.backends
+    # Outputs of worker processes and actors may arrive as handles (wire.Packed, RayHandle).
+    state.packed = bool({"process", "ray"} & plan.backends)
     # The hand-over to the caller is as large as the last stage's own buffer, so a
     # small explicit ``buffer=`` bounds what is read ahead of a slow consumer.
     last = plan.steps[-1]

@@ -241,7 +241,7 @@ def pack_outputs(outputs: list[Any], prefix: str) -> list[Any]:
 
 
 def unpack_items(items: list[Any]) -> list[Any]:
-    """``items`` with every ``Packed`` (also inside tuples, lists, dicts) mapped here."""
+    """``items`` with every handle (``Packed``, also inside tuples, lists, dicts) unpacked."""
     out = items
     for i, x in enumerate(items):
         if type(x) in _HOLDERS:
@@ -256,7 +256,7 @@ def unpack_items(items: list[Any]) -> list[Any]:
 def _unpack(x: Any, depth: int) -> Any:
     # To pyright, type() of an Any is type[Unknown], so t(parts) is a tuple[Unknown, ...]
     t = type(x)  # pyright: ignore[reportUnknownVariableType]
-    if t is Packed:
+    if t in _HANDLES:
         return x.unpack()
     if depth == 0:
         return x
@@ -269,7 +269,16 @@ def _unpack(x: Any, depth: int) -> Any:
     return x
 
 
-_HOLDERS = frozenset((Packed, tuple, list, dict))
+# Handle types: values that live elsewhere (shared memory, Ray's object store)
+# and have an ``unpack()``; other backends add theirs with ``register_handle``.
+_HANDLES: set[type] = {Packed}
+_HOLDERS: set[type] = {Packed, tuple, list, dict}
+
+
+def register_handle(cls: type) -> None:
+    """Make ``unpack_items`` map values of ``cls`` (it has ``unpack()``)."""
+    _HANDLES.add(cls)
+    _HOLDERS.add(cls)
 
 
 def encode(obj: Any, prefix: str | None) -> tuple[bytes, bytes]:

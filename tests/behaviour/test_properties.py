@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +39,7 @@ def make_stage(name: str, workers: int, batch: int | None) -> Any:
     return stage(mapped, workers=workers, batch=batch, ordered=True, name=name)
 
 
+@pytest.mark.timeout(180)  # 30 runs; worker processes and actors start slower under load
 @settings(
     max_examples=30,
     deadline=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,28 @@ def test_actors_are_started_once_and_reused_across_runs() -> None:
     second = set(pid.run([1], backend=R))
     assert first == second  # the emptied actor was kept and reused
     assert os.getpid() not in first
+
+
+def test_the_readme_pipeline_runs_unchanged_on_ray(tmp_path: Path) -> None:
+    # README.md's "In one screen" pipeline, as it is written there.
+    paths = []
+    for name in ("a.csv", "b.csv"):
+        path = tmp_path / name
+        path.write_text("1,2,3\n4,5\n")
+        paths.append(str(path))
+
+    @stage
+    def read(path: str) -> Iterator[str]:  # a generator: 0..n outputs per input
+        with open(path) as lines:
+            yield from lines
+
+    @stage(workers=4)  # 4 in parallel, output order kept
+    def parse(line: str) -> list[str]:
+        return line.split(",")
+
+    @stage(batch=32)  # called with lists of up to 32 items
+    def embed(rows: list[list[str]]) -> list[int]:
+        return [len(r) for r in rows]
+
+    pipe = read | parse | embed
+    assert pipe.run(paths, backend=R) == pipe.run(paths) == [3, 2, 3, 2]
