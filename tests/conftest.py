@@ -9,14 +9,22 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from helpers import Journal
 
 BACKENDS = ["thread", "process"]
 if importlib.util.find_spec("ray") is not None:  # the extra flowpipe[ray] is installed
     BACKENDS.append("ray")
 SHM_DIR = "/dev/shm"
 SHM_PREFIX = f"fp{os.getpid()}"  # flowpipe's segments of this test process's runs
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    """A file that stages append lines to, wherever they run."""
+    return Journal(tmp_path / "journal.txt")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -21,7 +21,7 @@ Crash safety: a worker process that dies makes its socket reach end-of-file
 at once, which raises ``WorkerCrashed`` naming the stage (or, with
 ``retries``, re-runs the lost slice item by item on a fresh worker process).
 Stopping a run tells idle worker processes to close (a class stage's
-``close()`` runs) and exit; one still inside a call gets ``STOP_GRACE`` seconds
+``close()`` runs) and exit; one still inside a call gets ``remote.STOP_GRACE`` seconds
 to finish it, then is killed. Each worker watches a lifeline pipe to this process and
 exits on its own if this process dies.
 """
@@ -34,7 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -50,15 +49,14 @@ from .remote import (
     WorkerDied,
     error_from_reply,
     unsendable_error,
+    wait_with_grace,
 )
-from .thread import start_thread
+from .thread import start_worker_threads
 
 logger = logging.getLogger("flowpipe")
 
 PROCESS_SLICE_SECONDS = 0.005  # a round trip costs ~50 µs: give each slice more work
 EXIT_WAIT = 1.0  # seconds a closing worker process gets before it is killed
-STOP_GRACE = 0.5  # seconds a busy worker process gets to finish its call once a run stops
-POLL = 0.1  # how often a waiting worker thread looks at the stop switch
 WHAT = "worker process"
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -155,17 +153,9 @@ class WorkerProcess:
         return reply  # type: ignore[no-any-return]
 
     def receive(self) -> Any:
-        """The next message; if the run stops meanwhile, the worker gets ``STOP_GRACE``
-        seconds to answer (so a class stage's ``close()`` still runs), then is killed."""
-        stop_seen: float | None = None
-        while not self.conn.poll(POLL):
-            if self.state.stopped:
-                now = time.monotonic()
-                if stop_seen is None:
-                    stop_seen = now
-                elif now - stop_seen > STOP_GRACE:
-                    self.proc.kill()  # the socket reaches end-of-file: recv raises EOFError
-                    stop_seen = float("inf")
+        """The next message; a worker still busy when the run stops is killed after a
+        grace period (the socket then reaches end-of-file: ``recv`` raises EOFError)."""
+        wait_with_grace(self.conn.poll, self.state, self.proc.kill)
         return wire.recv(self.conn)
 
     def exit_description(self) -> str:
@@ -197,6 +187,9 @@ class WorkerProcess:
 class ProcessBackend(Backend):
     name = "process"
 
+    def __init__(self) -> None:
+        self.sweeping = False
+
     def start_stage(self, stage_run: StageRun) -> list[Worker]:
         label = stage_run.node.label
         try:
@@ -221,17 +214,15 @@ class ProcessBackend(Backend):
             )
 
         stage_run.caller_factory = factory
-        state = stage_run.state
-        if not any(getattr(c, "__name__", "") == "sweep_segments" for c in state.cleanups):
+        if not self.sweeping:  # once per run: one backend object serves one run
+            self.sweeping = True
+            prefix = stage_run.state.prefix
 
             def sweep_segments() -> None:  # what a stopped or crashed run left in /dev/shm
-                wire.sweep(state.prefix)
+                wire.sweep(prefix)
 
-            state.cleanups.append(sweep_segments)
-        return [
-            start_thread(f"{label}-{wid}", stage_run.run_worker, wid)
-            for wid in range(len(stage_run.counters))
-        ]
+            stage_run.state.cleanups.append(sweep_segments)
+        return start_worker_threads(stage_run)
 
 
 backend_class = ProcessBackend

@@ -46,15 +46,14 @@ from .remote import (
     error_from_reply,
     error_reply,
     unsendable_error,
+    wait_with_grace,
 )
-from .thread import start_thread
+from .thread import start_worker_threads
 
 logger = logging.getLogger("flowpipe")
 
 RAY_SLICE_SECONDS = 0.01  # a remote call costs ~0.3 ms: give each slice more work
-STOP_GRACE = 0.5  # seconds a busy actor gets to finish its call once a run stops
 CLOSE_WAIT = 1.0  # seconds a closing actor gets to run the stage's close()
-POLL = 0.1  # how often a waiting worker thread looks at the stop switch
 WHAT = "Ray actor"
 # Ray's own names for the resources it schedules by; anything else is a custom resource.
 _NAMED = ("num_cpus", "num_gpus", "memory")
@@ -313,18 +312,14 @@ class RayWorker:
 
     def _wait(self, ref: Any, first: bool = False) -> Any:
         """The result of ``ref`` (with ``first``: of a stream's first object); once the
-        run stops, the actor gets ``STOP_GRACE`` seconds, then is killed. A dead
+        run stops, the actor gets ``remote.STOP_GRACE`` seconds, then is killed. A dead
         actor raises ``WorkerDied``."""
         ray = self.ray
-        stop_seen: float | None = None
-        while not ray.wait([ref], timeout=POLL)[0]:
-            if self.state.stopped:
-                now = time.monotonic()
-                if stop_seen is None:
-                    stop_seen = now
-                elif now - stop_seen > STOP_GRACE:
-                    ray.kill(self.actor, no_restart=True)
-                    stop_seen = float("inf")
+        wait_with_grace(
+            lambda timeout: bool(ray.wait([ref], timeout=timeout)[0]),
+            self.state,
+            lambda: ray.kill(self.actor, no_restart=True),
+        )
         try:
             return ray.get(self._next(ref) if first else ref)
         except ray.exceptions.RayActorError as exc:
@@ -383,10 +378,7 @@ class RayBackend(Backend):
             )
 
         stage_run.caller_factory = factory
-        return [
-            start_thread(f"{label}-{wid}", stage_run.run_worker, wid)
-            for wid in range(len(stage_run.counters))
-        ]
+        return start_worker_threads(stage_run)
 
 
 backend_class = RayBackend

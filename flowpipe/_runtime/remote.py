@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -36,6 +37,9 @@ from .engine import AsyncSliceCaller, RunState, SliceCaller, StageRun, close_cal
 from .policy import ErrorPolicy
 
 logger = logging.getLogger("flowpipe")
+
+STOP_GRACE = 0.5  # seconds a busy worker gets to finish its call once a run stops
+POLL = 0.1  # how often a thread waiting on a worker looks at the stop switch
 
 
 class WorkerDied(Exception):
@@ -101,6 +105,26 @@ class SliceServer:
 
 
 # -- the caller's side ----------------------------------------------------------------
+
+
+def wait_with_grace(
+    ready: Callable[[float], bool], state: RunState, kill: Callable[[], None]
+) -> None:
+    """Wait until ``ready(timeout)`` says the worker has answered.
+
+    Once the run stops, the worker gets ``STOP_GRACE`` seconds to finish its
+    call (so a class stage's ``close()`` can still run), then ``kill()`` ends
+    it, after which ``ready`` reports the end of the conversation.
+    """
+    stop_seen: float | None = None
+    while not ready(POLL):
+        if state.stopped:
+            now = time.monotonic()
+            if stop_seen is None:
+                stop_seen = now
+            elif now - stop_seen > STOP_GRACE:
+                kill()
+                stop_seen = float("inf")
 
 
 def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageError:

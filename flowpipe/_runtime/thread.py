@@ -26,15 +26,20 @@ def start_thread(name: str, target: object, *args: object) -> threading.Thread:
     return thread
 
 
+def start_worker_threads(stage_run: StageRun) -> list[Worker]:
+    """One thread per worker loop of the stage; every backend's loops run in threads here."""
+    label = stage_run.node.label
+    return [
+        start_thread(f"{label}-{wid}", stage_run.run_worker, wid)
+        for wid in range(len(stage_run.counters))
+    ]
+
+
 class ThreadBackend(Backend):
     name = "thread"
 
     def start_stage(self, stage_run: StageRun) -> list[Worker]:
-        label = stage_run.node.label
-        return [
-            start_thread(f"{label}-{wid}", stage_run.run_worker, wid)
-            for wid in range(len(stage_run.counters))
-        ]
+        return start_worker_threads(stage_run)
 
 
 backend_class = ThreadBackend

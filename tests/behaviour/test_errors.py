@@ -7,40 +7,14 @@ cause of the raised ``StageError``.
 from __future__ import annotations
 
 import itertools
-import os
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Journal
 
 from flowpipe import FlowpipeError, RunOptionError, StageError, stage
-
-
-class Journal:
-    """Lines appended by stages or handlers wherever they run (threads, processes)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def write(self, line: str) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
-
-    def lines(self) -> list[str]:
-        try:
-            return Path(self.path).read_text().splitlines()
-        except FileNotFoundError:
-            return []
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.txt")
 
 
 class Unusual(Exception):

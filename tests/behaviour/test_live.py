@@ -7,35 +7,16 @@ so the same gates work in threads and in worker processes.
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import FileGate
 
 from flowpipe import GraphError, RunClosed, RunOptionError, Stage, StageError, stage
 
 GATE_TIMEOUT = 10.0
-
-
-class FileGate:
-    """A gate one side opens (a file appears) and the other waits on, across processes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def open(self) -> None:
-        Path(self.path).touch()
-
-    def wait(self, timeout: float = GATE_TIMEOUT) -> bool:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.path):  # polls a condition; assumes no timing
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
-        return True
 
 
 class HeldFirst:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -17,28 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import FileGate, dropping_run
 
 from flowpipe import MissingExtra, StageError, stage
 
 GATE_TIMEOUT = 10.0
-
-
-class FileGate:
-    """A gate one side opens (a file appears) and the other waits on, across processes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def open(self) -> None:
-        Path(self.path).touch()
-
-    def wait(self, timeout: float = GATE_TIMEOUT) -> bool:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.path):  # polls a condition; assumes no timing
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
-        return True
 
 
 # -- stats: every field, on every backend ---------------------------------------------------
@@ -412,26 +394,7 @@ def test_logs_drops_once_and_their_count_at_the_end(
     backend: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.INFO, logger="flowpipe")
-    gate = FileGate(tmp_path / "gate")
-
-    def offered() -> Iterator[int]:
-        yield from range(100)
-        gate.open()  # every item was put (or dropped): now let the stage go on
-
-    class HeldFirst:
-        def __init__(self) -> None:
-            self.first = True
-
-        def __call__(self, x: int) -> int:
-            if self.first:
-                self.first = False
-                gate.wait()
-            return x
-
-    held = stage(HeldFirst, buffer=2, overflow="drop_newest", name="held")()
-    with held.iter(offered(), backend=backend) as run:
-        out = list(run)
-    dropped = run.stats["held"].dropped
+    out, dropped = dropping_run(backend, "drop_newest", FileGate(tmp_path / "gate"), 100)
     assert dropped > 0
     assert len(out) + dropped == 100
     texts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage")]

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 import pytest
+from helpers import FileGate, dropping_run
 
 import flowpipe
 from flowpipe import stage
@@ -129,28 +130,6 @@ def test_keyboard_interrupt_in_the_consuming_loop_stops_everything(backend: str)
         consume()
     assert still_running(before) == []
     assert source.closed.wait(GATE_TIMEOUT)
-
-
-class FileGate:
-    """A gate the test opens and stages wait on, wherever they run (thread, process, actor).
-
-    Only a path travels to the worker. ``wait`` polls for the file: the poll is a
-    condition check, not a guess at how long anything takes.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def open(self) -> None:
-        Path(self.path).touch()
-
-    def wait(self, timeout: float = GATE_TIMEOUT) -> bool:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.path):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
-        return True
 
 
 def _run_methods_on_stack(frame: FrameType | None) -> list[str]:
@@ -306,32 +285,8 @@ def test_a_slow_item_holds_back_a_bounded_number_of_later_ones(
 # -- dropping overflow: nothing lost silently --------------------------------------------
 
 
-def _dropping_run(backend: str, overflow: str, gate: FileGate, n: int) -> tuple[list[int], int]:
-    """Run a stage whose first call waits until the whole source was offered to it."""
-
-    def offered() -> Iterator[int]:
-        yield from range(n)
-        gate.open()  # every item was put (or dropped): now let the stage go on
-
-    class HeldFirst:
-        def __init__(self) -> None:
-            self.first = True
-
-        def __call__(self, x: int) -> int:
-            if self.first:
-                self.first = False
-                gate.wait()
-            return x
-
-    with stage(HeldFirst, buffer=2, overflow=overflow, name="held")().iter(
-        offered(), backend=backend
-    ) as run:
-        out = list(run)
-    return out, run.stats["held"].dropped
-
-
 def test_drop_oldest_keeps_the_newest_and_counts_the_dropped(backend: str, tmp_path: Path) -> None:
-    out, dropped = _dropping_run(backend, "drop_oldest", FileGate(tmp_path / "gate"), 200)
+    out, dropped = dropping_run(backend, "drop_oldest", FileGate(tmp_path / "gate"), 200)
     assert len(out) + dropped == 200  # every input is an output or counted as dropped
     assert dropped >= 200 - 2 - 1 - 1  # the buffer, the item in hand, one in the feeder
     assert out == sorted(out)
@@ -339,7 +294,7 @@ def test_drop_oldest_keeps_the_newest_and_counts_the_dropped(backend: str, tmp_p
 
 
 def test_drop_newest_keeps_the_oldest_and_counts_the_dropped(backend: str, tmp_path: Path) -> None:
-    out, dropped = _dropping_run(backend, "drop_newest", FileGate(tmp_path / "gate"), 200)
+    out, dropped = dropping_run(backend, "drop_newest", FileGate(tmp_path / "gate"), 200)
     assert len(out) + dropped == 200
     assert dropped >= 200 - 2 - 1 - 1
     assert out == sorted(out)

@@ -8,42 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Journal
 
 from flowpipe import StageError, stage
 
 GATE_TIMEOUT = 10.0  # seconds a gate waits before failing the test (never reached when it works)
-
-
-class Journal:
-    """Lines appended by stages wherever they run; one ``write`` is one atomic append."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def write(self, line: str) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, (line + "\n").encode())
-        finally:
-            os.close(fd)
-
-    def lines(self, prefix: str = "") -> list[str]:
-        try:
-            text = Path(self.path).read_text()
-        except FileNotFoundError:
-            return []
-        return [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Journal:
-    return Journal(tmp_path / "journal.txt")
 
 
 class Tracked:

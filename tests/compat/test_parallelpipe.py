@@ -12,11 +12,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FileGate
 
 from flowpipe import RunClosed, StageError
 from flowpipe.compat.parallelpipe import Pipeline, Stage
@@ -27,24 +27,6 @@ GATE_TIMEOUT = 10.0
 # The README's example sleeps 0.5 s per stage and 0.3 s between puts; its clock is
 # sped up this much (in every process) so that the test stays fast.
 TIME_SCALE = 0.1
-
-
-class FileGate:
-    """A gate one side opens (a file appears) and the other waits on, across processes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def open(self) -> None:
-        Path(self.path).touch()
-
-    def wait(self, timeout: float = GATE_TIMEOUT) -> bool:
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.path):  # polls a condition; assumes no timing
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
-        return True
 
 
 # -- the README's example -------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Test helpers shared by the suites (``tests/`` is on the import path: see pyproject).
+
+Kept in a module of its own, not in a test file, so that worker processes and
+Ray actors can import it by name when a stage that holds a gate is shipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from flowpipe import stage
+
+GATE_TIMEOUT = 10.0  # seconds a gate waits before failing the test (never reached when it works)
+
+
+class Journal:
+    """Lines appended by stages or handlers wherever they run (thread, process, actor);
+    one ``write`` is one atomic append."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def write(self, line: str) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def lines(self, prefix: str = "") -> list[str]:
+        """The lines written so far that start with ``prefix``, without it."""
+        try:
+            text = Path(self.path).read_text()
+        except FileNotFoundError:
+            return []
+        return [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+
+
+class FileGate:
+    """A gate the test opens and stages wait on, wherever they run (thread, process, actor).
+
+    Only a path travels to the worker. ``wait`` polls for the file: the poll is a
+    condition check, not a guess at how long anything takes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def open(self) -> None:
+        Path(self.path).touch()
+
+    def wait(self, timeout: float = GATE_TIMEOUT) -> bool:
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+
+def dropping_run(backend: str, overflow: str, gate: FileGate, n: int) -> tuple[list[int], int]:
+    """Run a stage "held" (``buffer=2``, ``overflow``) whose first call waits until
+    the whole source of ``n`` items was offered to it; return its outputs and drops."""
+
+    def offered() -> Iterator[int]:
+        yield from range(n)
+        gate.open()  # every item was put (or dropped): now let the stage go on
+
+    class HeldFirst:
+        def __init__(self) -> None:
+            self.first = True
+
+        def __call__(self, x: int) -> int:
+            if self.first:
+                self.first = False
+                gate.wait()
+            return x
+
+    with stage(HeldFirst, buffer=2, overflow=overflow, name="held")().iter(
+        offered(), backend=backend
+    ) as run:
+        out = list(run)
+    return out, run.stats["held"].dropped
