@@ -10,9 +10,9 @@ Conversation (``wire`` messages on one socket)::
 
     parent                                  child
     sys.path            ───────────────►
-    (label, stage, prefix) ────────────►    build the callable (a class stage's instance)
+    (label, stage, prefix, bundle_out) ►    build the callable (a class stage's instance)
                         ◄───────────────    ("ready",) | ("error", ...)
-    ("call", items, offset) ───────────►    SliceCaller.call(items, offset)
+    ("call", items, offset, bundled) ──►    SliceCaller.call(items, offset)
                         ◄───────────────    ("ok", outputs, errors, retries, skipped) | ("error", ...)
     ("close",)          ───────────────►    stage.close(); exit 0
 
@@ -48,7 +48,7 @@ def serve(conn: Connection) -> int:
     sys.path[:] = wire.recv(conn)
     label = "?"
     try:
-        label, node, prefix = wire.recv(conn)
+        label, node, prefix, bundle_out = wire.recv(conn)
         server = SliceServer(label, node)
     except BaseException as exc:
         wire.send(conn, error_reply(label, None, None, exc, "start"), None)
@@ -65,14 +65,19 @@ def serve(conn: Connection) -> int:
                 return 1
             if message[0] == "close":
                 return 0
-            _, items, offset = message
-            reply = server.call(items, offset)
+            _, items, offset, bundled = message
+            reply = server.call(wire.unbundle(items) if bundled else items, offset)
             if reply[0] == "error":
                 wire.send(conn, reply, None)
                 return 1
             try:
-                # Large outputs stay in shared memory; the parent gets handles.
-                outputs = wire.pack_outputs(reply[1], prefix)
+                # Large outputs stay in shared memory; the parent gets handles. For
+                # a next stage in worker processes too, the whole slice is one bundle.
+                outputs = reply[1]
+                if not bundle_out:
+                    outputs = wire.pack_outputs(outputs, prefix)
+                elif outputs:
+                    outputs = [wire.bundle(outputs, prefix)]
                 wire.send(conn, ("ok", outputs, *reply[2:]), None)
             except wire.WireError as exc:  # an output that cannot be pickled
                 cause = exc.__cause__ or exc

@@ -29,7 +29,7 @@ from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
 from .._transport.buffer import Aborted, Channel
-from .._transport.wire import unpack_items
+from .._transport.wire import bundle_count, unpack_items
 from .policy import ErrorPolicy
 
 MAX_SLICE = 1024
@@ -413,6 +413,10 @@ class StageRun:
         # A backend that runs the calls elsewhere (a worker process) sets this;
         # taking, ordering and emitting stay here, the same for every backend.
         self.caller_factory: CallerFactory | None = None
+        # Between two stages in worker processes, whole output slices travel as
+        # sealed bundles (``bundles.plan_bundles``); these say which side this is.
+        self.bundles_in = False
+        self.bundles_out = False
         self._live = len(self.counters)
         self._lock = threading.Lock()
 
@@ -474,9 +478,11 @@ class StageRun:
                 else:
                     self.emitter.emit(outputs)
                 t3 = clock()
-                sizer.update(len(items), t2 - t1)
-                calls = 1 if opts.batch else len(items)
-                counters.count_slice(len(items), len(outputs), calls, t0, t1, t2, t3)
+                sizer.update(len(items), t2 - t1)  # bundles: the sizer counts them as items
+                n_in = bundle_count(items) if self.bundles_in else len(items)
+                n_out = bundle_count(outputs) if self.bundles_out else len(outputs)
+                calls = 1 if opts.batch else n_in
+                counters.count_slice(n_in, n_out, calls, t0, t1, t2, t3)
         finally:
             caller.close()
 

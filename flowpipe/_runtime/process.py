@@ -128,9 +128,9 @@ class WorkerProcess:
             raise
         return worker
 
-    def ask(self, items: list[Any], offset: int) -> tuple[Any, ...]:
+    def ask(self, items: list[Any], offset: int, bundled: bool = False) -> tuple[Any, ...]:
         """The worker's reply for a slice (its error raised as ``StageError``)."""
-        message = ("call", wire.mark_large(items), offset)
+        message = ("call", items if bundled else wire.mark_large(items), offset, bundled)
         try:
             wire.send(self.conn, message, self.prefix)
         except wire.WireError as exc:
@@ -193,7 +193,9 @@ class ProcessBackend(Backend):
     def start_stage(self, stage_run: StageRun) -> list[Worker]:
         label = stage_run.node.label
         try:
-            stage_bytes = wire.encode((label, stage_run.node, stage_run.state.prefix), None)
+            stage_bytes = wire.encode(
+                (label, stage_run.node, stage_run.state.prefix, stage_run.bundles_out), None
+            )
         except wire.WireError as exc:
             err = StageError(label, None, cause=exc.__cause__)
             raise err from exc.__cause__

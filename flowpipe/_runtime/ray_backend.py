@@ -288,7 +288,8 @@ class RayWorker:
             raise error_from_reply(reply, 0, WHAT)
         return worker
 
-    def ask(self, items: list[Any], offset: int) -> tuple[Any, ...]:
+    def ask(self, items: list[Any], offset: int, bundled: bool = False) -> tuple[Any, ...]:
+        # ``bundled`` is never set here: bundles are made only between worker processes.
         try:
             stream = self.actor.call.remote(items, offset)
         except Exception as exc:  # an item Ray cannot serialise

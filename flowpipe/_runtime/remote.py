@@ -33,6 +33,7 @@ from .._errors import StageError, WorkerCrashed
 from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
 from .._transport.buffer import Aborted
+from .._transport.wire import unbundle
 from .engine import AsyncSliceCaller, RunState, SliceCaller, StageRun, close_callable
 from .policy import ErrorPolicy
 
@@ -173,9 +174,10 @@ def unsendable_error(
 class RemoteWorker(Protocol):
     """One started worker, as a backend talks to it."""
 
-    def ask(self, items: list[Any], offset: int) -> tuple[Any, ...]:
+    def ask(self, items: list[Any], offset: int, bundled: bool = False) -> tuple[Any, ...]:
         """The ``("ok", ...)`` reply for a slice; raises ``StageError`` for an error
-        reply and ``WorkerDied`` when the worker went away."""
+        reply and ``WorkerDied`` when the worker went away. ``bundled``: ``items``
+        are bundles of items (``wire.bundle``), for the worker to open."""
         ...
 
     def exit_description(self) -> str:
@@ -208,6 +210,7 @@ class RemoteCaller:
         opts = stage_run.node.stage.options
         self.policy = ErrorPolicy(self.label, opts.retries, opts.on_error, counters)
         self.lock = threading.Lock()
+        self.stage_run = stage_run
         self.worker: RemoteWorker | None = None
         self.worker = self._start()
 
@@ -233,11 +236,14 @@ class RemoteCaller:
 
     def call(self, items: list[Any], offset: int) -> list[Any]:
         assert self.worker is not None
+        bundled = self.stage_run.bundles_in
         try:
-            return self._outputs(self.worker.ask(items, offset))
+            return self._outputs(self.worker.ask(items, offset, bundled))
         except WorkerDied:
             if self.state.stopped:
                 raise Aborted from None
+            if bundled:
+                items = unbundle(items)  # the lost slice's items, to go on one by one
             crash = self._crash(offset, len(items))
         # The whole slice was lost with the worker: nothing of it came out yet.
         worker = self._replace()

@@ -27,6 +27,7 @@ from .._plan.plan import FanOutNode, Node, Plan, StageNode, compile_plan
 from .._transport.buffer import Aborted, Channel
 from .._transport.wire import unpack_items
 from .base import Backend, Worker, get_backend
+from .bundles import plan_bundles
 from .engine import MAX_SLICE, Emitter, RunState, StageRun, feed_source, join_rows
 from .meter import Meter, Part
 from .thread import start_thread
@@ -66,6 +67,7 @@ class _Builder:
 
     def start(self) -> None:
         """Start every worker, once the whole graph is wired (no channel gains a producer later)."""
+        plan_bundles(self.stage_runs)
         for stage_run in self.stage_runs:
             self.workers.extend(self.backend(stage_run.node.backend).start_stage(stage_run))
         for args in self.joins:

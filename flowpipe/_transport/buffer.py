@@ -67,6 +67,7 @@ class Channel:
         "_open_producers",
         "_putters",
         "_taken",
+        "_weighted",
         "capacity",
         "dropped",
         "name",
@@ -90,6 +91,7 @@ class Channel:
         self._next_seq = 0
         self._taken = 0
         self._first_arrival = 0.0
+        self._weighted = False
         self.dropped = 0
         self.peak = 0
 
@@ -111,8 +113,23 @@ class Channel:
             self._not_empty.notify_all()
             self._not_full.notify_all()
 
+    @property
+    def producers(self) -> int:
+        """Producers registered and not yet closed."""
+        return self._open_producers
+
     def __len__(self) -> int:
+        """Items waiting (a bundle counts as the items it holds)."""
+        if self._weighted:
+            return sum(b.count for b in list(self._items))
         return len(self._items)
+
+    def carry_bundles(self, capacity: int) -> None:
+        """From now on every entry is a bundle of items (``wire.bundle``) between two
+        worker processes: ``capacity`` counts bundles, offsets count their items."""
+        self._weighted = True
+        self._auto = False
+        self.capacity = capacity
 
     def unbound(self) -> None:
         """Lift the capacity: from now on producers never wait (a live run draining)."""
@@ -245,7 +262,7 @@ class Channel:
                     self._not_empty.notify()
             seq, offset = self._next_seq, self._taken
             self._next_seq += 1
-            self._taken += n
+            self._taken += sum(b.count for b in out) if self._weighted else n
             if self._putters:
                 self._not_full.notify_all()
             return seq, offset, out

@@ -148,7 +148,12 @@ def mark_large(items: list[Any]) -> list[Any]:
     NumPy arrays and ``bytearray`` need no marking: pickle protocol 5 already
     offers their buffers out of band.
     """
+    if not _MAY_MARK.intersection(map(type, items)):  # the common case, at C speed
+        return items
     return [_wrap_item(x) for x in items]
+
+
+_MAY_MARK = frozenset({bytes, memoryview, tuple})
 
 
 # -- items that stay in shared memory between worker processes ------------------------
@@ -170,11 +175,14 @@ class Packed:
     output), ``unpack`` maps it there.
     """
 
-    __slots__ = ("nbytes", "payload", "segments")
+    __slots__ = ("count", "nbytes", "payload", "segments")
 
-    def __init__(self, segments: list[tuple[str, int]], payload: bytes) -> None:
+    def __init__(
+        self, segments: list[tuple[str, int]], payload: bytes, count: int | None = None
+    ) -> None:
         self.segments = segments
         self.payload = payload
+        self.count = count  # a bundle (``bundle``): how many items; None: one item
         self.nbytes = sum(size for _, size in segments)  # for buffer sizing
 
     def unpack(self) -> Any:
@@ -185,7 +193,7 @@ class Packed:
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_arrive, (self.segments, self.payload))
+        return (_arrive, (self.segments, self.payload, self.count))
 
     def __del__(self) -> None:
         if IN_WORKER:  # the parent owns the segments; a worker only made them
@@ -197,10 +205,34 @@ class Packed:
             pass
 
 
-def _arrive(segments: list[tuple[str, int]], payload: bytes) -> Any:
+def _arrive(segments: list[tuple[str, int]], payload: bytes, count: int | None = None) -> Any:
     """Unpickling a ``Packed``: a worker maps the value, the parent keeps the handle."""
-    packed = Packed(segments, payload)
+    packed = Packed(segments, payload, count)
     return packed.unpack() if IN_WORKER else packed
+
+
+def bundle(outputs: list[Any], prefix: str) -> Packed:
+    """A worker's whole output slice as one sealed ``Packed`` (``count`` items).
+
+    Between two worker processes the parent forwards bundles without opening
+    them: it pays per slice, not per item, and never unpickles an item. The
+    next worker opens the bundle (``unbundle``) into the items again.
+    """
+    header, payload = encode(mark_large(outputs), prefix)
+    return Packed(pickle.loads(header), payload, len(outputs))
+
+
+def bundle_count(entries: list[Any]) -> int:
+    """How many items a list of bundles holds."""
+    return sum(b.count for b in entries)
+
+
+def unbundle(entries: list[Any]) -> list[Any]:
+    """The items of a list of opened bundles (in a worker) or of ``Packed`` bundles (here)."""
+    out: list[Any] = []
+    for b in entries:
+        out.extend(b.unpack() if type(b) is Packed else b)
+    return out
 
 
 class _LargeBuffer(Exception):

@@ -1,0 +1,188 @@
+"""Process backend only: edges between two process stages carry sealed bundles.
+
+The parent forwards a worker's whole output slice to the next worker without
+opening it (``flowpipe/_runtime/bundles.py``). These tests check which edges
+bundle, and that item numbering, statistics, errors and crash retries still
+count single items across such an edge.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flowpipe import StageError, WorkerCrashed, merge, stage
+from flowpipe._dsl.pipeline import Pipeline
+from flowpipe._plan.plan import compile_plan
+from flowpipe._runtime.bundles import plan_bundles
+from flowpipe._runtime.engine import RunState
+from flowpipe._runtime.run import _Builder  # pyright: ignore[reportPrivateUsage]
+
+P = "process"
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def bundled_edges(pipe: Pipeline[Any, Any]) -> dict[str, tuple[bool, bool]]:
+    """``label -> (bundles_in, bundles_out)`` as a run of ``pipe`` would wire it."""
+    plan = compile_plan(pipe, P)
+    state = RunState()
+    builder = _Builder(plan, state)
+    builder.build(plan.steps, [state.channel(None, name="output")])
+    plan_bundles(builder.stage_runs)
+    return {sr.node.label: (sr.bundles_in, sr.bundles_out) for sr in builder.stage_runs}
+
+
+def test_a_chain_of_process_stages_bundles_every_inner_edge() -> None:
+    edges = bundled_edges(stage(inc, name="a") | stage(inc, name="b") | stage(inc, name="c"))
+    # the source feeds items to a; c hands items to the caller
+    assert edges == {"a": (False, True), "b": (True, True), "c": (True, False)}
+
+
+def test_edges_that_need_single_items_do_not_bundle() -> None:
+    pipe = (
+        stage(inc, name="a")
+        | stage(inc, name="thread", backend="thread")
+        | stage(inc, name="b")
+        | stage(lambda xs: xs, name="batched", batch=4)
+        | stage(inc, name="c")
+        | stage(lambda w: w[0], name="windowed", window=2)
+        | stage(inc, name="d")
+        | stage(inc, name="dropping", overflow="drop_oldest", buffer=8)
+    )
+    # Into a thread, batch, window or dropping stage: items. Out of any process stage
+    # (a batch or window stage too) into a plain process stage: bundles.
+    assert bundled_edges(pipe) == {
+        "a": (False, False),
+        "thread": (False, False),
+        "b": (False, False),
+        "batched": (False, True),
+        "c": (True, False),
+        "windowed": (False, True),
+        "d": (True, False),
+        "dropping": (False, False),
+    }
+
+
+def test_a_fan_out_bundles_only_when_every_branch_can_take_bundles() -> None:
+    both = bundled_edges(stage(inc, name="a") | (stage(inc, name="x"), stage(double, name="y")))
+    # the branches bundle nothing out: a join zips single items
+    assert both == {"a": (False, True), "x": (True, False), "y": (True, False)}
+    mixed = stage(inc, name="a") | (stage(inc, name="x"), stage(double, name="t", backend="thread"))
+    assert bundled_edges(mixed)["a"] == (False, False)
+    assert bundled_edges(mixed)["x"] == (False, False)
+
+
+def test_a_merge_bundles_only_when_every_writer_bundles() -> None:
+    merged = (
+        stage(inc, name="a")
+        | merge(stage(inc, name="x"), stage(double, name="y"))
+        | stage(inc, name="z")
+    )
+    edges = bundled_edges(merged)
+    assert edges == {"a": (False, True), "x": (True, True), "y": (True, True), "z": (True, False)}
+    spoiled = (
+        stage(inc, name="a")
+        | merge(stage(inc, name="x"), stage(double, name="t", backend="thread"))
+        | stage(inc, name="z")
+    )
+    edges = bundled_edges(spoiled)
+    # a feeds the thread branch too, and t writes items into z: no bundle anywhere
+    assert not any(inp or out for inp, out in edges.values())
+
+
+def test_bundled_edges_give_every_item_in_order_with_item_counts() -> None:
+    pipe = stage(inc, name="a") | stage(double, name="b", workers=2) | stage(inc, name="c")
+    with pipe.iter(range(5000), backend=P) as run:
+        out = list(run)
+    assert out == [2 * (x + 1) + 1 for x in range(5000)]
+    for label in ("a", "b", "c"):
+        assert run.stats[label].items_in == 5000
+        assert run.stats[label].items_out == 5000
+
+
+def explode(x: int) -> Any:
+    yield from range(x % 3)
+
+
+def test_generators_across_bundled_edges() -> None:
+    pipe = stage(explode, name="g") | stage(inc, name="b") | stage(explode, name="h")
+    expected = [z for x in range(300) for y in explode(x) for z in explode(y + 1)]
+    assert pipe.run(range(300), backend=P) == expected
+
+
+def fail_on_1234(x: int) -> int:
+    if x == 1234:
+        raise ValueError("bad item")
+    return x
+
+
+def test_an_error_after_a_bundled_edge_names_the_input_by_its_number() -> None:
+    with pytest.raises(StageError) as info:
+        (stage(inc, name="a") | stage(fail_on_1234, name="b")).run(range(3000), backend=P)
+    assert info.value.stage == "b"
+    assert info.value.index == 1233  # b's 1234th input is a(1233) == 1234
+    assert info.value.item == 1234
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_on_error_skip_after_a_bundled_edge() -> None:
+    pipe = stage(inc, name="a") | stage(fail_on_1234, name="b", on_error="skip")
+    with pipe.iter(range(3000), backend=P) as run:
+        out = list(run)
+    assert out == [x + 1 for x in range(3000) if x + 1 != 1234]
+    assert run.stats["b"].skipped == 1
+
+
+def crash_once(marker: Path, bad: int) -> Any:
+    def fn(x: int) -> int:
+        if x == bad and not marker.exists():
+            marker.write_text("crashed")
+            os._exit(9)
+        return x * 10
+
+    return fn
+
+
+def test_a_crash_after_a_bundled_edge_is_retried_item_by_item(tmp_path: Path) -> None:
+    fn = crash_once(tmp_path / "crashed", 777)
+    pipe = stage(inc, name="a") | stage(fn, name="flaky", retries=1) | stage(inc, name="c")
+    with pipe.iter(range(2000), backend=P) as run:
+        out = list(run)
+    assert out == [(x + 1) * 10 + 1 for x in range(2000)]  # nothing lost, nothing twice
+    assert (tmp_path / "crashed").exists()
+    assert run.stats["flaky"].retries >= 1
+
+
+def test_a_crash_after_a_bundled_edge_without_retries_names_the_stage() -> None:
+    def die(x: int) -> int:
+        if x == 500:
+            os._exit(3)
+        return x
+
+    with pytest.raises(WorkerCrashed) as info:
+        (stage(inc, name="a") | stage(die, name="fragile")).run(range(2000), backend=P)
+    assert info.value.stage == "fragile"
+
+
+def make_frame(x: int) -> Any:
+    return np.full((256, 256, 3), x % 251, np.uint8)
+
+
+def checksum(f: Any) -> int:
+    return int(f[0, 0, 0]) + int(f[-1, -1, -1])
+
+
+def test_large_arrays_inside_bundles_cross_intact() -> None:
+    pipe = stage(make_frame) | stage(lambda f: f + 1) | stage(checksum)
+    assert pipe.run(range(60), backend=P) == [2 * ((x % 251) + 1) for x in range(60)]
