@@ -24,10 +24,12 @@ end-of-file and a watchdog thread ends this process at once.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
+from typing import Any
 
 EXIT_PARENT_GONE = 70
 
@@ -39,6 +41,30 @@ def _watch_parent(lifeline_fd: int) -> None:
     except OSError:
         pass
     os._exit(EXIT_PARENT_GONE)  # the parent is gone: no one will read our outputs
+
+
+def _read_messages(
+    conn: Connection, inbox: queue.SimpleQueue[Any], closing: threading.Event
+) -> None:
+    """Read every message as it arrives, so that the parent can send the next slice
+    while this process works on one (and never blocks on a full socket while this
+    process writes a large reply)."""
+    from .._transport import wire
+
+    while True:
+        try:
+            message = wire.recv(conn)
+        except (EOFError, OSError):
+            inbox.put(("eof",))
+            return
+        except wire.WireError as exc:
+            inbox.put(("unreadable", exc))
+            return
+        if message[0] == "close":
+            closing.set()
+        inbox.put(message)
+        if message[0] == "close":
+            return
 
 
 def serve(conn: Connection) -> int:
@@ -54,14 +80,19 @@ def serve(conn: Connection) -> int:
         wire.send(conn, error_reply(label, None, None, exc, "start"), None)
         return 1
     wire.send(conn, ("ready",), None)
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    closing = threading.Event()
+    threading.Thread(target=_read_messages, args=(conn, inbox, closing), daemon=True).start()
     try:
         while True:
-            try:
-                message = wire.recv(conn)
-            except EOFError:
+            message = inbox.get()
+            if closing.is_set():  # the run stopped: slices still queued here are not wanted
                 return 0
-            except wire.WireError as exc:  # an input that cannot be rebuilt here
-                wire.send(conn, error_reply(label, None, None, exc.__cause__ or exc, "input"), None)
+            if message[0] == "eof":
+                return 0
+            if message[0] == "unreadable":  # an input that cannot be rebuilt here
+                bad: BaseException = message[1]
+                wire.send(conn, error_reply(label, None, None, bad.__cause__ or bad, "input"), None)
                 return 1
             if message[0] == "close":
                 return 0

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 from .._errors import StageError
 from .._observe.counters import WorkerCounters
@@ -120,6 +120,16 @@ class Gate:
             if self._aborted:
                 raise Aborted
             self._used += 1
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now; never waits."""
+        with self._cond:
+            if self._aborted:
+                raise Aborted
+            if self._used >= self.limit:
+                return False
+            self._used += 1
+            return True
 
     def release(self, n: int = 1) -> None:
         with self._cond:
@@ -328,6 +338,21 @@ class Caller(Protocol):
     def close(self) -> None: ...
 
 
+class PipelinedCaller(Caller, Protocol):
+    """A caller whose worker is elsewhere: it can hold ``depth`` slices in flight.
+
+    ``submit`` sends a slice and returns at once; ``receive`` gives the outputs
+    of the oldest slice submitted and not yet received. While a worker process
+    or actor computes one slice, the next is already on its way to it, so the
+    worker does not sit idle for a round trip between slices.
+    """
+
+    depth: int
+
+    def submit(self, items: list[Any], offset: int) -> None: ...
+    def receive(self) -> list[Any]: ...
+
+
 class LocalCaller:
     """Runs the stage in the calling thread: builds the callable (a class stage's instance)."""
 
@@ -452,6 +477,12 @@ class StageRun:
             caller: Caller = self.caller_factory(wid, counters)
         else:
             caller = LocalCaller(self.node, counters, unpack=self.state.packed)
+        if getattr(caller, "depth", 1) > 1 and not opts.window:
+            try:
+                self._pipelined_loop(cast("PipelinedCaller", caller), counters)
+            finally:
+                caller.close()
+            return
         try:
             sizer = SliceSizer(MAX_SLICE, caller.slice_target)
             batch, timeout = opts.batch, opts.batch_timeout
@@ -485,6 +516,67 @@ class StageRun:
                 counters.count_slice(n_in, n_out, calls, t0, t1, t2, t3)
         finally:
             caller.close()
+
+    def _pipelined_loop(self, caller: PipelinedCaller, counters: WorkerCounters) -> None:
+        """``_sync_loop`` with up to ``caller.depth`` slices in flight, received in order.
+
+        With a slice in flight, the next is taken only if it is ready now (and
+        there is room to reorder it): waiting for input must never hold back
+        outputs that are already computed.
+        """
+        opts = self.node.stage.options
+        sizer = SliceSizer(MAX_SLICE, caller.slice_target)
+        batch, timeout = opts.batch, opts.batch_timeout
+        if self.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
+            batch, timeout = opts.workers, ASYNC_GROUP_SECONDS
+        reorderer, inp, clock = self.reorderer, self.inp, time.perf_counter
+        pending: deque[tuple[int, int, list[Any], float, float]] = deque()
+        ended = False
+        last_done = 0.0
+        while pending or not ended:
+            if not ended and len(pending) < caller.depth:
+                t0 = clock()
+                got: tuple[int, int, list[Any]] | Literal[False] | None
+                if not pending:
+                    if reorderer is not None:
+                        reorderer.room.acquire()
+                    got = inp.take(batch, batch, timeout) if batch else inp.take(sizer.size)
+                elif reorderer is not None and not reorderer.room.try_acquire():
+                    got = False
+                else:
+                    got = inp.take_ready(batch, batch) if batch else inp.take_ready(sizer.size)
+                    if got is False and reorderer is not None:
+                        reorderer.room.release()
+                if got is None:
+                    ended = True
+                    if reorderer is not None:
+                        reorderer.room.release()
+                    continue
+                if got is not False:
+                    seq, offset, items = got
+                    t1 = clock()
+                    if counters.started is None:  # busy shares count from the first input on
+                        counters.started = t1
+                    caller.submit(items, offset)
+                    pending.append((seq, offset, items, t0 if not pending else t1, t1))
+                    continue
+            seq, offset, items, t0, t1 = pending.popleft()
+            outputs = caller.receive()
+            t2 = clock()
+            if reorderer is not None:
+                reorderer.complete(seq, outputs)
+            else:
+                self.emitter.emit(outputs)
+            t3 = clock()
+            # Busy from when the worker could start on it: its submission, or the
+            # end of the slice before it (they queue at the worker).
+            start = max(t1, last_done)
+            last_done = t3
+            sizer.update(len(items), t2 - start)
+            n_in = bundle_count(items) if self.bundles_in else len(items)
+            n_out = bundle_count(outputs) if self.bundles_out else len(outputs)
+            calls = 1 if opts.batch else n_in
+            counters.count_slice(n_in, n_out, calls, t0 - t1 + start, start, t2, t3)
 
 
 class AsyncStageLoop:

@@ -128,8 +128,9 @@ class WorkerProcess:
             raise
         return worker
 
-    def ask(self, items: list[Any], offset: int, bundled: bool = False) -> tuple[Any, ...]:
-        """The worker's reply for a slice (its error raised as ``StageError``)."""
+    def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
+        """Send a slice; the worker reads every message as it comes (``child``), so
+        this never waits for the worker to finish an earlier slice."""
         message = ("call", items if bundled else wire.mark_large(items), offset, bundled)
         try:
             wire.send(self.conn, message, self.prefix)
@@ -137,6 +138,9 @@ class WorkerProcess:
             raise unsendable_error(self.label, items, offset, exc, WHAT) from None
         except OSError as exc:
             raise WorkerDied() from exc
+
+    def reply(self, offset: int) -> tuple[Any, ...]:
+        """The worker's reply for its oldest slice (its error raised as ``StageError``)."""
         try:
             reply = self.receive()
         except (EOFError, OSError) as exc:

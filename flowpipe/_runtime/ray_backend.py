@@ -27,6 +27,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -258,6 +259,7 @@ class RayWorker:
         self.state = state
         self.poolable = poolable
         self.died: str | None = None
+        self.streams: deque[Any] = deque()  # calls sent, replies not yet read
 
     @classmethod
     def start(
@@ -288,12 +290,15 @@ class RayWorker:
             raise error_from_reply(reply, 0, WHAT)
         return worker
 
-    def ask(self, items: list[Any], offset: int, bundled: bool = False) -> tuple[Any, ...]:
+    def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
         # ``bundled`` is never set here: bundles are made only between worker processes.
         try:
-            stream = self.actor.call.remote(items, offset)
+            self.streams.append(self.actor.call.remote(items, offset))
         except Exception as exc:  # an item Ray cannot serialise
             raise unsendable_error(self.label, items, offset, exc, WHAT) from None
+
+    def reply(self, offset: int) -> tuple[Any, ...]:
+        stream = self.streams.popleft()  # an actor runs its calls in the order sent
         reply = self._wait(stream, first=True)
         if reply[0] == "error":
             raise error_from_reply(reply, offset, WHAT)

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ logger = logging.getLogger("flowpipe")
 
 STOP_GRACE = 0.5  # seconds a busy worker gets to finish its call once a run stops
 POLL = 0.1  # how often a thread waiting on a worker looks at the stop switch
+REMOTE_DEPTH = 2  # slices a worker loop keeps in flight to one worker
 
 
 class WorkerDied(Exception):
@@ -174,10 +176,15 @@ def unsendable_error(
 class RemoteWorker(Protocol):
     """One started worker, as a backend talks to it."""
 
-    def ask(self, items: list[Any], offset: int, bundled: bool = False) -> tuple[Any, ...]:
-        """The ``("ok", ...)`` reply for a slice; raises ``StageError`` for an error
-        reply and ``WorkerDied`` when the worker went away. ``bundled``: ``items``
-        are bundles of items (``wire.bundle``), for the worker to open."""
+    def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
+        """Send a slice without waiting for it; ``bundled``: ``items`` are bundles of
+        items (``wire.bundle``) for the worker to open. ``StageError`` if a item
+        cannot be sent, ``WorkerDied`` if the worker went away."""
+        ...
+
+    def reply(self, offset: int) -> tuple[Any, ...]:
+        """The ``("ok", ...)`` reply for the oldest slice sent (``offset`` is its own);
+        raises ``StageError`` for an error reply and ``WorkerDied`` when the worker went away."""
         ...
 
     def exit_description(self) -> str:
@@ -211,6 +218,11 @@ class RemoteCaller:
         self.policy = ErrorPolicy(self.label, opts.retries, opts.on_error, counters)
         self.lock = threading.Lock()
         self.stage_run = stage_run
+        self.depth = REMOTE_DEPTH
+        # submitted, not received: (items, offset, bundled, delivered to the worker)
+        self.sent: deque[tuple[list[Any], int, bool, bool]] = deque()
+        self.recovered: deque[list[Any]] = deque()  # outputs of lost slices, run again
+        self.broken = False  # a send failed: the worker is gone
         self.worker: RemoteWorker | None = None
         self.worker = self._start()
 
@@ -235,36 +247,78 @@ class RemoteCaller:
         return self._start()
 
     def call(self, items: list[Any], offset: int) -> list[Any]:
-        assert self.worker is not None
+        self.submit(items, offset)
+        return self.receive()
+
+    def submit(self, items: list[Any], offset: int) -> None:
+        """Send a slice to the worker; ``depth`` of them may be on their way at once."""
         bundled = self.stage_run.bundles_in
+        delivered = False
+        if not self.broken and self.worker is not None:
+            try:
+                self.worker.send(items, offset, bundled)
+                delivered = True
+            except WorkerDied:
+                # Gone (or ended after an error reply, still to be read): ``receive``
+                # reads what it sent before, then runs this slice on a fresh worker.
+                self.broken = True
+        self.sent.append((items, offset, bundled, delivered))
+
+    def receive(self) -> list[Any]:
+        """The outputs of the oldest slice submitted."""
+        if self.recovered:
+            return self.recovered.popleft()
+        _, offset, _, delivered = self.sent[0]
+        assert self.worker is not None
         try:
-            return self._outputs(self.worker.ask(items, offset, bundled))
+            if not delivered:
+                raise WorkerDied
+            reply = self.worker.reply(offset)
         except WorkerDied:
             if self.state.stopped:
                 raise Aborted from None
-            if bundled:
-                items = unbundle(items)  # the lost slice's items, to go on one by one
-            crash = self._crash(offset, len(items))
-        # The whole slice was lost with the worker: nothing of it came out yet.
-        worker = self._replace()
+            return self._recover()
+        self.sent.popleft()
+        return self._outputs(reply)
+
+    def _recover(self) -> list[Any]:
+        """The worker died: every slice sent to it is lost, and nothing of them came out.
+        Without ``retries``/``on_error``: ``WorkerCrashed``. Otherwise they run again,
+        in order, one item at a time on a fresh worker, to find the item that kills it."""
+        lost = [
+            (unbundle(items) if bundled else items, offset)
+            for items, offset, bundled, _ in self.sent
+        ]
+        self.sent.clear()
+        self.broken = False
+        first, offset = lost[0]
+        crash = self._crash(offset, len(first))
+        self._replace()
         if self.policy.retries == 0 and self.policy.handler == "raise":
-            raise self._crashed(offset, items[0] if len(items) == 1 else items, crash)
+            raise self._crashed(offset, first[0] if len(first) == 1 else first, crash)
         logger.warning("stage %r: %s; going on with a fresh %s", self.label, crash, self.what)
         self.counters.errors += 1
         if self.policy.retries:
-            self.counters.retries += 1  # the slice runs again, one item at a time
+            self.counters.retries += 1  # the slices run again, one item at a time
+        for items, offset in lost:
+            self.recovered.append(self._one_by_one(items, offset))
+        return self.recovered.popleft()
+
+    def _one_by_one(self, items: list[Any], offset: int) -> list[Any]:
         out: list[Any] = []
-        for k, item in enumerate(items):  # one at a time, to find the item that kills workers
+        for k, item in enumerate(items):
             attempt = 1
             while True:
+                assert self.worker is not None
                 try:
-                    out.extend(self._outputs(worker.ask([item], offset + k)))
+                    self.worker.send([item], offset + k)
+                    out.extend(self._outputs(self.worker.reply(offset + k)))
                     break
                 except WorkerDied:
                     if self.state.stopped:
                         raise Aborted from None
                     crash = self._crash(offset + k, 1)
-                    worker = self._replace()
+                    self._replace()
                     try:
                         again = self.policy.should_retry([item], offset + k, crash, attempt)
                     except StageError:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 logger = logging.getLogger("flowpipe")
 AUTO_MAX_ITEMS = 1024
@@ -213,6 +213,19 @@ class Channel:
         return self.capacity - len(self._items)
 
     # -- consuming ----------------------------------------------------------------
+    def take_ready(
+        self, max_n: int, min_n: int = 1
+    ) -> tuple[int, int, list[Any]] | Literal[False] | None:
+        """``take`` without waiting: ``False`` when fewer than ``min_n`` items are ready
+        now and the stream goes on."""
+        with self._lock:
+            if self._aborted:
+                raise Aborted
+            ready = len(self._items)
+            if ready >= min_n or (ready and self._open_producers <= 0):
+                return self._cut(ready, max_n)
+            return False if self._open_producers > 0 else None
+
     def take(
         self,
         max_n: int,
@@ -249,20 +262,24 @@ class Channel:
                 self._getters += 1
                 self._not_empty.wait(wait)
                 self._getters -= 1
-            n = min(ready, max_n)
-            items = self._items
-            if n == ready:
-                out = list(items)
-                items.clear()
-            else:
-                popleft = items.popleft
-                out = [popleft() for _ in range(n)]
-                self._first_arrival = time.perf_counter()
-                if self._getters:
-                    self._not_empty.notify()
-            seq, offset = self._next_seq, self._taken
-            self._next_seq += 1
-            self._taken += sum(b.count for b in out) if self._weighted else n
-            if self._putters:
-                self._not_full.notify_all()
-            return seq, offset, out
+            return self._cut(ready, max_n)
+
+    def _cut(self, ready: int, max_n: int) -> tuple[int, int, list[Any]]:
+        """The next slice of at most ``max_n`` of the ``ready`` items (lock held)."""
+        n = min(ready, max_n)
+        items = self._items
+        if n == ready:
+            out = list(items)
+            items.clear()
+        else:
+            popleft = items.popleft
+            out = [popleft() for _ in range(n)]
+            self._first_arrival = time.perf_counter()
+            if self._getters:
+                self._not_empty.notify()
+        seq, offset = self._next_seq, self._taken
+        self._next_seq += 1
+        self._taken += sum(b.count for b in out) if self._weighted else n
+        if self._putters:
+            self._not_full.notify_all()
+        return seq, offset, out

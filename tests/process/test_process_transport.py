@@ -1,8 +1,9 @@
-"""Process backend only: large items between worker processes stay in shared memory."""
+"""Process backend only: how items travel (shared memory, two slices in flight)."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -78,3 +79,26 @@ def test_leaving_early_with_handles_in_the_channels_leaves_no_segment() -> None:
         first = next(run)
     assert int(first[0, 0, 0]) == 0
     # the autouse fixture checks /dev/shm and the child processes
+
+
+def test_large_pickles_both_ways_with_two_slices_in_flight_do_not_deadlock() -> None:
+    # Slices of many small strings make messages far larger than a socket's
+    # buffer in both directions while the next slice is already being sent.
+    words = [f"{i:01000d}" for i in range(10_000)]
+    pipe = stage(lambda w: w + w, name="twice") | stage(lambda w: w[:1500], name="cut")
+    out = pipe.run(words, backend=P)
+    assert out == [(w + w)[:1500] for w in words]
+
+
+def test_a_slow_stage_stopped_early_does_not_run_its_queued_slice() -> None:
+    def slow(x: int) -> int:
+        time.sleep(0.2)
+        return x
+
+    start = time.monotonic()
+    with stage(slow, name="slow").iter(range(100), backend=P) as run:
+        first = next(run)
+    assert first == 0
+    # Ended at once: neither the slice in the worker nor the one queued behind it
+    # is waited for longer than the stop grace.
+    assert time.monotonic() - start < 3.0
