@@ -23,6 +23,7 @@ starts with the run's prefix, and the run sweeps that prefix when it ends
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import itertools
 import mmap
@@ -30,6 +31,7 @@ import os
 import pickle
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -184,10 +186,17 @@ class Packed:
         self.payload = payload
         self.count = count  # a bundle (``bundle``): how many items; None: one item
         self.nbytes = sum(size for _, size in segments)  # for buffer sizing
+        if not IN_WORKER:
+            with _owners_lock:
+                for name, _ in segments:
+                    _owners[name] = _owners.get(name, 0) + 1
 
     def unpack(self) -> Any:
         try:
             buffers = [_open_segment(name, size, owned=False) for name, size in self.segments]
+            if IN_WORKER:
+                for (name, size), view in zip(self.segments, buffers):
+                    _remember_mapping(name, size, view)
             return pickle.loads(self.payload, buffers=buffers)
         except Exception as exc:
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
@@ -199,10 +208,53 @@ class Packed:
         if IN_WORKER:  # the parent owns the segments; a worker only made them
             return
         try:
-            for name, _ in self.segments:
+            with _owners_lock:
+                gone: list[str] = []
+                for name, _ in self.segments:
+                    left = _owners.pop(name, 1) - 1
+                    if left > 0:
+                        _owners[name] = left
+                    else:
+                        gone.append(name)
+            for name in gone:
                 unlink(name)
         except Exception:  # at interpreter exit; the run's sweep has it covered
             pass
+
+
+# The parent: how many live ``Packed`` name each segment. A worker that passes an
+# input array on as its output (changed in place or not) names the same segment
+# again instead of copying it, so a segment goes only with its last handle.
+_owners: dict[str, int] = {}
+_owners_lock = threading.Lock()
+
+# A worker: the address of each mapping of a parent-owned segment it holds,
+# so that an output over exactly that memory is sent on by name (``_reuse``).
+_mapped: dict[int, tuple[str, int]] = {}
+
+
+def _address(view: memoryview) -> int | None:
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except (TypeError, ValueError, BufferError):  # read-only or empty: no address to compare
+        return None
+
+
+def _remember_mapping(name: str, size: int, view: memoryview) -> None:
+    address = _address(view)
+    if address is not None:
+        _mapped[address] = (name, size)
+        # the mapping goes when the last array over it does; its address may be reused
+        weakref.finalize(view.obj, _mapped.pop, address, None)
+
+
+def _reuse(raw: memoryview) -> tuple[str, int] | None:
+    """The parent-owned segment whose whole mapping ``raw`` is, if any (in a worker)."""
+    if not _mapped:
+        return None
+    address = _address(raw)
+    hit = _mapped.get(address) if address is not None else None
+    return hit if hit is not None and hit[1] == raw.nbytes else None
 
 
 def _arrive(segments: list[tuple[str, int]], payload: bytes, count: int | None = None) -> Any:
@@ -218,7 +270,7 @@ def bundle(outputs: list[Any], prefix: str) -> Packed:
     them: it pays per slice, not per item, and never unpickles an item. The
     next worker opens the bundle (``unbundle``) into the items again.
     """
-    header, payload = encode(mark_large(outputs), prefix)
+    header, payload = encode(mark_large(outputs), prefix, reuse=True)
     return Packed(pickle.loads(header), payload, len(outputs))
 
 
@@ -266,7 +318,7 @@ def pack_outputs(outputs: list[Any], prefix: str) -> list[Any]:
         return outputs  # cannot be pickled at all: ``send`` reports it
     packed: list[Any] = []
     for x in outputs:
-        header, payload = encode(_wrap_item(x), prefix)
+        header, payload = encode(_wrap_item(x), prefix, reuse=True)
         segments: list[tuple[str, int]] = pickle.loads(header)
         packed.append(Packed(segments, payload) if segments else x)
     return packed
@@ -313,13 +365,16 @@ def register_handle(cls: type) -> None:
     _HOLDERS.add(cls)
 
 
-def encode(obj: Any, prefix: str | None) -> tuple[bytes, bytes]:
+def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, bytes]:
     """Pickle ``obj``; large buffers go to new segments named ``prefix...``.
 
-    ``prefix=None`` keeps every buffer in band (no shared memory).
+    ``prefix=None`` keeps every buffer in band (no shared memory). ``reuse`` (a
+    worker's outputs for a ``Packed``): a buffer that is exactly the mapping of
+    a parent-owned segment this worker received is named, not copied.
     Raises ``WireError`` (no segment is left behind) when ``obj`` cannot be pickled.
     """
     segments: list[tuple[str, int]] = []
+    made: list[str] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
         try:
@@ -328,7 +383,12 @@ def encode(obj: Any, prefix: str | None) -> tuple[bytes, bytes]:
             return True
         if prefix is None or raw.nbytes < SHM_THRESHOLD:
             return True
-        segments.append(_new_segment(prefix, raw))
+        known = _reuse(raw) if reuse else None
+        if known is not None:
+            segments.append(known)
+        else:
+            segments.append(_new_segment(prefix, raw))
+            made.append(segments[-1][0])
         return False
 
     try:
@@ -338,7 +398,7 @@ def encode(obj: Any, prefix: str | None) -> tuple[bytes, bytes]:
             buffer_callback=out_of_band,
         )
     except BaseException as exc:
-        for name, _ in segments:
+        for name in made:
             unlink(name)
         if isinstance(exc, Exception):
             raise WireError(f"{type(exc).__name__}: {exc}") from exc

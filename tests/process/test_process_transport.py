@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import numpy as np
+import pytest
 
 from flowpipe import merge, stage
 from flowpipe._transport import wire
@@ -102,3 +103,48 @@ def test_a_slow_stage_stopped_early_does_not_run_its_queued_slice() -> None:
     # Ended at once: neither the slice in the worker nor the one queued behind it
     # is waited for longer than the stop grace.
     assert time.monotonic() - start < 3.0
+
+
+def test_an_array_passed_on_names_its_segment_again_instead_of_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = np.full((256, 256, 3), 7, np.uint8)
+    (handle,) = wire.pack_outputs([frame], "fptest_")  # what the parent holds
+    name = handle.segments[0][0]
+    monkeypatch.setattr(wire, "IN_WORKER", True)  # now play the next worker
+    arrived = handle.unpack()
+    arrived[0, 0, 0] = 9  # changed in place, then passed on
+    made = [wire.pack_outputs([arrived], "fptest_")[0], wire.bundle([arrived, 1], "fptest_")]
+    copied = wire.pack_outputs([arrived + 1], "fptest_")[0]  # a new array is copied
+    sent = [(m.segments, m.payload, m.count) for m in [*made, copied]]
+    del made, copied, arrived
+    monkeypatch.setattr(wire, "IN_WORKER", False)  # back in the parent, the replies arrive
+    again, bundled, copy = (wire.Packed(*fields) for fields in sent)
+    assert again.segments == [(name, frame.nbytes)]  # named, not copied
+    assert bundled.segments == [(name, frame.nbytes)]
+    assert copy.segments[0][0] != name
+    path = os.path.join(wire.SHM_DIR, name)
+    del handle, copy  # the segment stays while any handle names it ...
+    assert int(again.unpack()[0, 0, 0]) == 9
+    assert bundled.unpack()[1] == 1
+    del again
+    assert os.path.exists(path)
+    del bundled  # ... and goes with the last one
+    assert not os.path.exists(path)
+
+
+def test_frames_changed_in_place_along_a_chain_arrive_intact() -> None:
+    def make(i: int) -> np.ndarray:
+        return np.full((360, 640, 3), i % 200, np.uint8)
+
+    def mark(f: np.ndarray) -> np.ndarray:
+        f[0, 0, 0] += 1
+        return f
+
+    local = stage(lambda f: (int(f[0, 0, 0]), int(f[-1, -1, -1])), name="local", backend="thread")
+    pipe = stage(make) | stage(mark, name="m1") | stage(mark, name="m2", workers=2) | local
+    assert pipe.run(range(60), backend=P) == [((i % 200) + 2, i % 200) for i in range(60)]
+    fanned = stage(make) | (stage(mark, name="m1"), stage(lambda f: int(f[1, 1, 1]), name="peek"))
+    out = fanned.run(range(20), backend=P)
+    assert [int(f[0, 0, 0]) for f, _ in out] == [(i % 200) + 1 for i in range(20)]
+    assert [p for _, p in out] == [i % 200 for i in range(20)]
