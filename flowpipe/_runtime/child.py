@@ -12,8 +12,10 @@ Conversation (``wire`` messages on one socket)::
     sys.path            ───────────────►
     (label, stage, prefix, bundle_out) ►    build the callable (a class stage's instance)
                         ◄───────────────    ("ready",) | ("error", ...)
-    ("call", items, offset, bundled) ──►    SliceCaller.call(items, offset)
-                        ◄───────────────    ("ok", outputs, errors, retries, skipped) | ("error", ...)
+    ("call", items, offset, bundled, released)
+                        ───────────────►    SliceCaller.call(items, offset)
+                        ◄───────────────    ("ok", outputs, errors, retries, skipped, (held, dropped))
+                                            | ("error", ...)
     ("close",)          ───────────────►    stage.close(); exit 0
 
 The child ignores SIGINT and lives in its own session: Ctrl-C reaches only the
@@ -68,7 +70,7 @@ def _read_messages(
 
 
 def serve(conn: Connection) -> int:
-    from .._transport import wire
+    from .._transport import recycle, wire
     from .remote import SliceServer, error_reply
 
     sys.path[:] = wire.recv(conn)
@@ -96,8 +98,11 @@ def serve(conn: Connection) -> int:
                 return 1
             if message[0] == "close":
                 return 0
-            _, items, offset, bundled = message
+            _, items, offset, bundled, released = message
+            del message
+            recycle.give_back(released)  # segments of ours nobody sees any more
             reply = server.call(wire.unbundle(items) if bundled else items, offset)
+            del items
             if reply[0] == "error":
                 wire.send(conn, reply, None)
                 return 1
@@ -109,13 +114,17 @@ def serve(conn: Connection) -> int:
                     outputs = wire.pack_outputs(outputs, prefix)
                 elif outputs:
                     outputs = [wire.bundle(outputs, prefix)]
-                wire.send(conn, ("ok", outputs, *reply[2:]), None)
+                answer = ("ok", outputs, *reply[2:])
+                del reply, outputs  # arrays of this slice that nothing keeps are gone now
+                wire.send(conn, (*answer, recycle.report()), None)
+                del answer
             except wire.WireError as exc:  # an output that cannot be pickled
                 cause = exc.__cause__ or exc
                 wire.send(conn, error_reply(label, offset, None, cause, "output"), None)
                 return 1
     finally:
         server.close()
+        recycle.discard_free()
 
 
 def main(conn_fd: int, lifeline_fd: int) -> None:

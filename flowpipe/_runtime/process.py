@@ -34,12 +34,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .._errors import StageError
 from .._observe.counters import WorkerCounters
-from .._transport import wire
+from .._transport import recycle, wire
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
 from .remote import (
@@ -106,6 +107,8 @@ class WorkerProcess:
             theirs.close()
             os.close(lifeline_read)
         self.conn = Connection(ours.detach())
+        self.maker = recycle.register_maker(recycle.pid_tag(self.prefix, self.proc.pid))
+        self.held: Counter[str] = Counter()  # segments it reported keeping arrays over
 
     @classmethod
     def start(cls, label: str, state: RunState, setup: tuple[bytes, bytes]) -> WorkerProcess:
@@ -131,13 +134,18 @@ class WorkerProcess:
     def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
         """Send a slice; the worker reads every message as it comes (``child``), so
         this never waits for the worker to finish an earlier slice."""
-        message = ("call", items if bundled else wire.mark_large(items), offset, bundled)
+        released = recycle.take_released(self.maker)
+        message = ("call", items if bundled else wire.mark_large(items), offset, bundled, released)
         try:
             wire.send(self.conn, message, self.prefix)
-        except wire.WireError as exc:
-            raise unsendable_error(self.label, items, offset, exc, WHAT) from None
-        except OSError as exc:
-            raise WorkerDied() from exc
+        except BaseException as exc:
+            for name in released:  # not given back: nobody will use them
+                wire.unlink(name)
+            if isinstance(exc, wire.WireError):
+                raise unsendable_error(self.label, items, offset, exc, WHAT) from None
+            if isinstance(exc, OSError):
+                raise WorkerDied() from exc
+            raise
 
     def reply(self, offset: int) -> tuple[Any, ...]:
         """The worker's reply for its oldest slice (its error raised as ``StageError``)."""
@@ -154,7 +162,12 @@ class WorkerProcess:
             raise err from failure
         if reply[0] == "error":
             raise error_from_reply(reply, offset, WHAT)
-        return reply  # type: ignore[no-any-return]
+        *answer, (held, dropped) = reply
+        wire.hold(held)  # arrays the worker keeps over shared memory
+        self.held.update(held)
+        wire.let_go(dropped)
+        self.held.subtract(dropped)
+        return tuple(answer)
 
     def receive(self) -> Any:
         """The next message; a worker still busy when the run stops is killed after a
@@ -186,6 +199,10 @@ class WorkerProcess:
             self.proc.wait()
         self.conn.close()
         os.close(self._lifeline)
+        for name in recycle.close_maker(self.maker):
+            wire.unlink(name)
+        wire.let_go(list(self.held.elements()))  # its arrays went with it
+        self.held.clear()
 
 
 class ProcessBackend(Backend):

@@ -38,6 +38,8 @@ from typing import Any
 
 import cloudpickle
 
+from . import recycle
+
 SHM_THRESHOLD = 1 << 16  # buffers at least this large travel through shared memory
 SHM_DIR = "/dev/shm"  # where POSIX shared memory is visible as files (Linux)
 SHM_AVAILABLE = sys.platform != "win32"
@@ -58,11 +60,19 @@ def _shm() -> Any:
     return importlib.import_module("_posixshmem")  # POSIX only; no type stubs
 
 
-def _new_segment(prefix: str, data: memoryview) -> tuple[str, int]:
+def _new_segment(prefix: str, data: memoryview, pooled: bool = False) -> tuple[str, int]:
+    """A segment holding a copy of ``data``. ``pooled`` (a worker's output): reuse a
+    segment of this worker's that nobody sees any more (``recycle``), or lend a new one."""
+    size = data.nbytes
+    if pooled:
+        spare = recycle.take(size)
+        if spare is not None:
+            name, mm = spare
+            mm[0:size] = data  # its pages exist already: a plain copy
+            return name, size
     with _counter_lock:
         n = next(_counter)
     name = f"{prefix}{os.getpid()}_{n}"
-    size = data.nbytes
     fd = _shm().shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         try:
@@ -80,7 +90,17 @@ def _new_segment(prefix: str, data: memoryview) -> tuple[str, int]:
         unlink(name)
         raise
     os.close(fd)
+    if pooled:
+        recycle.lend(name, size)
     return name, size
+
+
+def open_for_writing(name: str, size: int) -> mmap.mmap:
+    fd = _shm().shm_open("/" + name, os.O_RDWR, 0o600)
+    try:
+        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+    finally:
+        os.close(fd)
 
 
 def _open_segment(name: str, size: int, owned: bool = True) -> memoryview:
@@ -190,16 +210,18 @@ class Packed:
         self.count = count  # a bundle (``bundle``): how many items; None: one item
         self.nbytes = sum(size for _, size in segments)  # for buffer sizing
         if not IN_WORKER:
-            with _owners_lock:
-                for name, _ in segments:
-                    _owners[name] = _owners.get(name, 0) + 1
+            hold([name for name, _ in segments])
 
     def unpack(self) -> Any:
         try:
             buffers = [_open_segment(name, size, owned=False) for name, size in self.segments]
-            if IN_WORKER:
-                for (name, size), view in zip(self.segments, buffers):
+            for (name, size), view in zip(self.segments, buffers):
+                if IN_WORKER:
                     _remember_mapping(name, size, view)
+                    recycle.track_mapping(name, view.obj)
+                else:  # an array here (a thread stage, the run's output) counts as a handle
+                    hold([name])
+                    weakref.finalize(view.obj, let_go, [name])
             return pickle.loads(self.payload, buffers=buffers)
         except Exception as exc:
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
@@ -211,25 +233,41 @@ class Packed:
         if IN_WORKER:  # the parent owns the segments; a worker only made them
             return
         try:
-            with _owners_lock:
-                gone: list[str] = []
-                for name, _ in self.segments:
-                    left = _owners.pop(name, 1) - 1
-                    if left > 0:
-                        _owners[name] = left
-                    else:
-                        gone.append(name)
-            for name in gone:
-                unlink(name)
+            let_go([name for name, _ in self.segments])
         except Exception:  # at interpreter exit; the run's sweep has it covered
             pass
 
 
-# The parent: how many live ``Packed`` name each segment. A worker that passes an
-# input array on as its output (changed in place or not) names the same segment
-# again instead of copying it, so a segment goes only with its last handle.
+# The parent: how many live handles and mappings see each segment. A worker that
+# passes an input array on as its output (changed in place or not) names the same
+# segment again instead of copying it, and a worker that keeps an array over a
+# segment reports it (``recycle``): a segment goes only when nothing sees it.
 _owners: dict[str, int] = {}
 _owners_lock = threading.Lock()
+
+
+def hold(names: list[str]) -> None:
+    """One more handle or mapping sees each of ``names``."""
+    with _owners_lock:
+        for name in names:
+            _owners[name] = _owners.get(name, 0) + 1
+
+
+def let_go(names: list[str]) -> None:
+    """One handle or mapping fewer; a segment nothing sees goes back to the worker
+    that made it (to be reused) or is unlinked."""
+    gone: list[str] = []
+    with _owners_lock:
+        for name in names:
+            left = _owners.pop(name, 1) - 1
+            if left > 0:
+                _owners[name] = left
+            else:
+                gone.append(name)
+    for name in gone:
+        if not recycle.release(name):
+            unlink(name)
+
 
 # A worker: the address of each mapping of a parent-owned segment it holds,
 # so that an output over exactly that memory is sent on by name (``_reuse``).
@@ -390,7 +428,7 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
         if known is not None:
             segments.append(known)
         else:
-            segments.append(_new_segment(prefix, raw))
+            segments.append(_new_segment(prefix, raw, pooled=reuse and IN_WORKER))
             made.append(segments[-1][0])
         return False
 
