@@ -222,6 +222,12 @@ class Packed:
                 else:  # an array here (a thread stage, the run's output) counts as a handle
                     hold([name])
                     weakref.finalize(view.obj, let_go, [name])
+            if not self.payload:  # a large bundle's pickle is in its last segment
+                payload = buffers.pop()
+                try:
+                    return pickle.loads(payload, buffers=buffers)
+                finally:
+                    payload.release()
             return pickle.loads(self.payload, buffers=buffers)
         except Exception as exc:
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
@@ -312,7 +318,11 @@ def bundle(outputs: list[Any], prefix: str) -> Packed:
     next worker opens the bundle (``unbundle``) into the items again.
     """
     header, payload = encode(mark_large(outputs), prefix, reuse=True)
-    return Packed(pickle.loads(header), payload, len(outputs))
+    segments: list[tuple[str, int]] = pickle.loads(header)
+    if len(payload) >= SHM_THRESHOLD:  # the pickle itself goes worker to worker too
+        segments.append(_new_segment(prefix, memoryview(payload)))
+        payload = b""  # no pickle is empty: this says "in the last segment"
+    return Packed(segments, payload, len(outputs))
 
 
 def bundle_count(entries: list[Any]) -> int:

@@ -186,3 +186,27 @@ def checksum(f: Any) -> int:
 def test_large_arrays_inside_bundles_cross_intact() -> None:
     pipe = stage(make_frame) | stage(lambda f: f + 1) | stage(checksum)
     assert pipe.run(range(60), backend=P) == [2 * ((x % 251) + 1) for x in range(60)]
+
+
+def test_a_large_bundle_travels_through_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowpipe._transport import wire
+
+    words = [f"{i:0200d}" for i in range(1000)]  # a 200 KB pickle, no large buffer
+    monkeypatch.setattr(wire, "IN_WORKER", True)
+    sealed = wire.bundle(words, "fptest_")
+    fields = (sealed.segments, sealed.payload, sealed.count)
+    del sealed
+    monkeypatch.setattr(wire, "IN_WORKER", False)
+    handle = wire.Packed(*fields)
+    assert handle.payload == b""  # what the parent forwards is names, not the pickle
+    assert len(handle.segments) == 1
+    assert handle.unpack() == words
+    small = wire.bundle(words[:3], "fptest_")
+    assert small.segments == []  # a small pickle rides along with the handle
+    assert wire.unbundle([small]) == words[:3]
+
+
+def test_long_strings_across_bundled_edges() -> None:
+    words = [f"{i:0300d}" for i in range(5000)]
+    pipe = stage(lambda w: w + "!", name="a") | stage(len, name="b")
+    assert pipe.run(words, backend=P) == [301] * 5000
