@@ -34,13 +34,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, deque
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._transport import recycle, wire
+from .._transport.buffer import payload_bytes
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
 from .remote import (
@@ -109,6 +110,7 @@ class WorkerProcess:
         self.conn = Connection(ours.detach())
         self.maker = recycle.register_maker(recycle.pid_tag(self.prefix, self.proc.pid))
         self.held: Counter[str] = Counter()  # segments it reported keeping arrays over
+        self.in_flight: deque[list[Any] | None] = deque()  # handles of slices not answered
 
     @classmethod
     def start(cls, label: str, state: RunState, setup: tuple[bytes, bytes]) -> WorkerProcess:
@@ -135,9 +137,16 @@ class WorkerProcess:
         """Send a slice; the worker reads every message as it comes (``child``), so
         this never waits for the worker to finish an earlier slice."""
         released = recycle.take_released(self.maker)
-        message = ("call", items if bundled else wire.mark_large(items), offset, bundled, released)
+        handles = None
+        if not bundled and items and payload_bytes(items[0]) >= wire.SHM_THRESHOLD:
+            # Frames from this process go as handles to segments it reuses; the
+            # handles live until the worker has answered for them.
+            handles = wire.pack_outputs(items, self.prefix)
+        sent = items if bundled else handles or wire.mark_large(items)
+        message = ("call", sent, offset, bundled, released)
         try:
             wire.send(self.conn, message, self.prefix)
+            self.in_flight.append(handles)
         except BaseException as exc:
             for name in released:  # not given back: nobody will use them
                 wire.unlink(name)
@@ -167,6 +176,7 @@ class WorkerProcess:
         self.held.update(held)
         wire.let_go(dropped)
         self.held.subtract(dropped)
+        self.in_flight.popleft()  # the handles this slice went as: seen (or kept) now
         return tuple(answer)
 
     def receive(self) -> Any:
@@ -203,6 +213,7 @@ class WorkerProcess:
             wire.unlink(name)
         wire.let_go(list(self.held.elements()))  # its arrays went with it
         self.held.clear()
+        self.in_flight.clear()
 
 
 class ProcessBackend(Backend):
@@ -240,8 +251,10 @@ class ProcessBackend(Backend):
         if not self.sweeping:  # once per run: one backend object serves one run
             self.sweeping = True
             prefix = stage_run.state.prefix
+            recycle.adopt(prefix)  # frames sent from here go to segments reused here
 
             def sweep_segments() -> None:  # what a stopped or crashed run left in /dev/shm
+                recycle.forget(prefix)
                 wire.sweep(prefix)
 
             stage_run.state.cleanups.append(sweep_segments)

@@ -183,6 +183,9 @@ def release(name: str) -> bool:
     """Nobody sees ``name`` any more: queue it for its maker; ``False`` if the maker
     is gone (the caller unlinks it)."""
     tag = name.rsplit("_", 1)[0]
+    if tag in _adopted:  # made here, by the parent itself
+        give_back([name])
+        return True
     with _makers_lock:
         maker = _makers.get(tag)
         if maker is None or maker.closed:
@@ -197,3 +200,45 @@ def pid_tag(prefix: str, pid: int) -> str:
 
 def my_tag(prefix: str) -> str:
     return pid_tag(prefix, os.getpid())
+
+
+# -- in the parent: the segments it makes itself ----------------------------------------
+#
+# Items the parent sends to a worker process (frames read by a thread source)
+# go as handles too (``process.WorkerProcess.send``), so that their segments
+# come back and are reused like a worker's. A run adopts its prefix; when it
+# ends, its free segments are unlinked (the sweep removes the rest).
+
+_adopted: set[str] = set()
+
+
+def adopt(prefix: str) -> None:
+    _adopted.add(my_tag(prefix))
+
+
+def pooling(prefix: str) -> bool:
+    return bool(_adopted) and my_tag(prefix) in _adopted
+
+
+def forget(prefix: str) -> None:
+    """A run ended: drop what this process pooled under its prefix."""
+    from .wire import unlink
+
+    tag = my_tag(prefix)
+    _adopted.discard(tag)
+    mine = tag + "_"
+    global _free_bytes
+    with _pool_lock:
+        spare: list[tuple[str, mmap.mmap | None]] = []
+        for size, entries in list(_free.items()):
+            keep = [(n, m) for n, m in entries if not n.startswith(mine)]
+            spare.extend((n, m) for n, m in entries if n.startswith(mine))
+            _free_bytes -= size * (len(entries) - len(keep))
+            _free[size] = keep
+        for name in [n for n in _lent if n.startswith(mine)]:
+            _, mm = _lent.pop(name)
+            spare.append((name, mm))
+    for name, mm in spare:
+        if mm is not None:
+            mm.close()
+        unlink(name)

@@ -438,7 +438,8 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
         if known is not None:
             segments.append(known)
         else:
-            segments.append(_new_segment(prefix, raw, pooled=reuse and IN_WORKER))
+            pooled = reuse and (IN_WORKER or recycle.pooling(prefix))
+            segments.append(_new_segment(prefix, raw, pooled=pooled))
             made.append(segments[-1][0])
         return False
 

@@ -120,3 +120,11 @@ def test_the_parent_gives_a_segment_back_to_its_maker_or_unlinks_it() -> None:
         left: Any = recycle.close_maker(maker)
     assert left == ["fptest_4242_8"]  # not given back: the caller unlinks it
     assert not recycle.release("fptest_4242_9")
+
+
+def test_frames_sent_from_here_and_kept_by_a_worker_or_returned_stay_intact() -> None:
+    items = ((i, make(i)) for i in range(300))  # made here, in the caller's process
+    assert stage(KeepLast)().run(items, backend=P) == [True] * 300
+    back = stage(lambda item: item).run(((i, make(i)) for i in range(200)), backend=P)
+    assert all(intact(f, i) for i, f in back)
+    assert [i for i, _ in back] == list(range(200))
