@@ -119,9 +119,8 @@ class Channel:
         return self._open_producers
 
     def __len__(self) -> int:
-        """Items waiting (a bundle counts as the items it holds)."""
-        if self._weighted:
-            return sum(b.count for b in list(self._items))
+        """Entries waiting: items, or bundles on a channel that carries bundles
+        (as its capacity counts them)."""
         return len(self._items)
 
     def carry_bundles(self, capacity: int) -> None:
