@@ -6,6 +6,7 @@ Usage::
     python -m benchmarks --quick              # smoke run: small sizes, 1 repeat (< 60 s)
     python -m benchmarks --scenario trivial   # one scenario (or a family: --scenario sleep)
     python -m benchmarks --scenario realtime  # the 30 fps latency run (only when named; 60 s a row)
+    python -m benchmarks --scenario proc      # the process scenarios (only when named; ~5-6 minutes)
     python -m benchmarks --peer flowpipe --peer queue/1 --repeat 9
 
 Results go to stdout as Markdown tables (paste them into benchmarks/README.md);
@@ -27,6 +28,9 @@ from collections.abc import Sequence
 
 from .measure import measure, measured_sleep
 from .peers import PEERS, prepare_all, select_peers, version_of
+from .process_scenarios import KEYS as PROC_KEYS
+from .process_scenarios import NAMES as PROC_NAMES
+from .process_scenarios import is_proc_name, run_family
 from .realtime import DEFAULT_SECONDS, QUICK_SECONDS
 from .realtime import run_all as run_realtime
 from .report import ScenarioReport
@@ -46,13 +50,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         metavar="NAME",
         help=f"scenario to run, repeatable: {', '.join(names)} (or 'sleep' for both); default: all; "
-        "'realtime' (latency of a 30 fps feed, benchmarks/realtime.py) runs only when named",
+        "'realtime' (latency of a 30 fps feed, benchmarks/realtime.py) runs only when named, "
+        f"and so do the process scenarios: {', '.join(PROC_NAMES)} (or 'proc' for all four)",
     )
     parser.add_argument(
         "--peer",
         action="append",
         metavar="KEY",
         help=f"implementation to time, repeatable: {', '.join(p.key for p in PEERS)}; "
+        f"on the process scenarios: {', '.join(PROC_KEYS)}; "
         "the plain loop always runs (it is the reference); default: all",
     )
     parser.add_argument(
@@ -60,7 +66,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help=f"timed runs per implementation (default {DEFAULT_REPEAT}; 1 with --quick)",
+        help=f"timed runs per implementation (default {DEFAULT_REPEAT}, on the process "
+        "scenarios 3 and 5 on proc-startup; 1 with --quick)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: small sizes and 1 repeat (< 60 s)"
@@ -77,6 +84,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.realtime_seconds = QUICK_SECONDS if args.quick else DEFAULT_SECONDS
     if args.realtime_seconds <= 0:
         parser.error("--realtime-seconds must be positive")
+    args.proc_repeat = args.repeat  # None: the process scenarios' own defaults
     if args.repeat is None:
         args.repeat = 1 if args.quick else DEFAULT_REPEAT
     if args.repeat < 1:
@@ -126,9 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     named = args.scenario or []
     realtime = "realtime" in named
-    others = [n for n in named if n != "realtime"]
-    scenarios = [] if realtime and not others else select(build_scenarios(args.quick), others)
-    peers = select_peers(args.peer)
+    procs = [n for n in named if is_proc_name(n)]
+    others = [n for n in named if n != "realtime" and not is_proc_name(n)]
+    only_named = (realtime or procs) and not others
+    scenarios = [] if only_named else select(build_scenarios(args.quick), others)
+    peers = select_peers(args.peer, also_known=PROC_KEYS)
     print(header(argv, args.repeat, args.quick, throughput=bool(scenarios)), flush=True)
     real_sleep = None
     if any(s.sleep_s for s in scenarios):
@@ -149,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed = True
                 print(f"error: {m.peer.key} in {scenario.name}: {m.error}")
         sys.stdout.flush()
+    if procs:
+        proc_failed = run_family(procs, args.quick, args.proc_repeat, args.peer)
+        failed = failed or proc_failed
     if realtime:
         report, realtime_failed = run_realtime(args.realtime_seconds)
         print()

@@ -11,7 +11,7 @@ import fails is skipped with a note instead of failing the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,15 +353,18 @@ PEERS: tuple[Peer, ...] = (
 BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire", "mp.Pool", "ray", "ray.data")
 
 
-def select_peers(keys: list[str] | None) -> list[Peer]:
-    """The peers named (the plain loop always: it is the reference output and baseline)."""
+def select_peers(keys: list[str] | None, also_known: Sequence[str] = ()) -> list[Peer]:
+    """The peers named (the plain loop always: it is the reference output and baseline).
+
+    ``also_known``: keys of other scenarios' rows (the process scenarios'), accepted here.
+    """
     if not keys:
         return list(PEERS)
-    known = {p.key for p in PEERS}
+    known = {p.key for p in PEERS} | set(also_known)
     unknown = [k for k in keys if k not in known]
     if unknown:
         raise SystemExit(
-            f"unknown peer(s): {', '.join(unknown)}; choose from {', '.join(p.key for p in PEERS)}"
+            f"unknown peer(s): {', '.join(unknown)}; choose from {', '.join(sorted(known))}"
         )
     return [p for p in PEERS if p.key == LOOP or p.key in keys]
 
