@@ -13,26 +13,67 @@ graph on threads (processes and Ray come as further backends)::
 
 from __future__ import annotations
 
+import importlib as _importlib
 import logging
+import typing as _typing
 
-from ._dsl.options import StageOptions as StageOptions
-from ._dsl.pipeline import Pipeline as Pipeline
-from ._dsl.pipeline import merge as merge
-from ._dsl.stage import Stage as Stage
-from ._dsl.stage import StageClass as StageClass
-from ._dsl.stage import stage as stage
-from ._errors import FlowpipeError as FlowpipeError
-from ._errors import GraphError as GraphError
-from ._errors import MissingExtra as MissingExtra
-from ._errors import RunClosed as RunClosed
-from ._errors import RunOptionError as RunOptionError
-from ._errors import StageError as StageError
-from ._errors import StageOptionError as StageOptionError
-from ._errors import WorkerCrashed as WorkerCrashed
-from ._observe.stats import RunStats as RunStats
-from ._observe.stats import StageStats as StageStats
-from ._runtime.live import LiveRun as LiveRun
-from ._runtime.run import Run as Run
+if _typing.TYPE_CHECKING:
+    from ._dsl.options import StageOptions as StageOptions
+    from ._dsl.pipeline import Pipeline as Pipeline
+    from ._dsl.pipeline import merge as merge
+    from ._dsl.stage import Stage as Stage
+    from ._dsl.stage import StageClass as StageClass
+    from ._dsl.stage import stage as stage
+    from ._errors import FlowpipeError as FlowpipeError
+    from ._errors import GraphError as GraphError
+    from ._errors import MissingExtra as MissingExtra
+    from ._errors import RunClosed as RunClosed
+    from ._errors import RunOptionError as RunOptionError
+    from ._errors import StageError as StageError
+    from ._errors import StageOptionError as StageOptionError
+    from ._errors import WorkerCrashed as WorkerCrashed
+    from ._observe.stats import RunStats as RunStats
+    from ._observe.stats import StageStats as StageStats
+    from ._runtime.live import LiveRun as LiveRun
+    from ._runtime.run import Run as Run
+
+# The names are imported when first used (PEP 562), so that ``import flowpipe``
+# stays cheap: a worker process imports only what its stage needs (it starts
+# in about half the time), and so does a script that only builds a pipeline.
+_LAZY = {
+    "StageOptions": "._dsl.options",
+    "Pipeline": "._dsl.pipeline",
+    "merge": "._dsl.pipeline",
+    "Stage": "._dsl.stage",
+    "StageClass": "._dsl.stage",
+    "stage": "._dsl.stage",
+    "FlowpipeError": "._errors",
+    "GraphError": "._errors",
+    "MissingExtra": "._errors",
+    "RunClosed": "._errors",
+    "RunOptionError": "._errors",
+    "StageError": "._errors",
+    "StageOptionError": "._errors",
+    "WorkerCrashed": "._errors",
+    "RunStats": "._observe.stats",
+    "StageStats": "._observe.stats",
+    "LiveRun": "._runtime.live",
+    "Run": "._runtime.run",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowpipe' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,6 @@ actor) and how slices travel; the loops below are the same everywhere.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import itertools
@@ -23,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, ClassVar, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast
 
 from .._errors import StageError
 from .._observe.counters import WorkerCounters
@@ -31,6 +30,9 @@ from .._plan.plan import StageNode
 from .._transport.buffer import Aborted, Channel
 from .._transport.wire import bundle_count, unpack_items
 from .policy import ErrorPolicy
+
+if TYPE_CHECKING:
+    import asyncio
 
 MAX_SLICE = 1024
 SLICE_TARGET_SECONDS = (
@@ -378,6 +380,13 @@ class LocalCaller:
 CallerFactory = Callable[[int, WorkerCounters], Caller]
 
 
+def _asyncio() -> Any:
+    """asyncio, imported only by a run that has an ``async def`` stage (it is slow to import)."""
+    import asyncio
+
+    return asyncio
+
+
 class AsyncSliceCaller:
     """An ``async def`` stage in a worker process: a slice's items all in flight on one loop."""
 
@@ -385,7 +394,7 @@ class AsyncSliceCaller:
         opts = node.stage.options
         self.fn = fn
         self.policy = ErrorPolicy(node.label, opts.retries, opts.on_error, counters)
-        self.loop = asyncio.new_event_loop()
+        self.loop = _asyncio().new_event_loop()
 
     def call(self, items: list[Any], offset: int) -> list[Any]:
         async def attempt(item: Any, index: int) -> list[Any]:
@@ -399,7 +408,10 @@ class AsyncSliceCaller:
                     tries += 1
 
         async def every() -> list[list[Any]]:
-            return await asyncio.gather(*(attempt(x, offset + k) for k, x in enumerate(items)))
+            done: list[list[Any]] = await _asyncio().gather(
+                *(attempt(x, offset + k) for k, x in enumerate(items))
+            )
+            return done
 
         return [y for outputs in self.loop.run_until_complete(every()) for y in outputs]
 
@@ -595,7 +607,7 @@ class AsyncStageLoop:
         self.futures: set[Future[Any]] = set()
 
     def run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = _asyncio().new_event_loop()
         thread = threading.Thread(
             target=loop.run_forever, name=f"flowpipe-{self.sr.node.label}-loop", daemon=True
         )
@@ -629,7 +641,7 @@ class AsyncStageLoop:
                 if self.sr.reorderer is not None:
                     self.sr.reorderer.room.acquire()
                 self.in_flight.acquire()
-                fut = asyncio.run_coroutine_threadsafe(
+                fut = _asyncio().run_coroutine_threadsafe(
                     self._attempt(fn, policy, item, offset + k), loop
                 )
                 self.futures.add(fut)

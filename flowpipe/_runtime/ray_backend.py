@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ from .thread import start_worker_threads
 logger = logging.getLogger("flowpipe")
 
 RAY_SLICE_SECONDS = 0.01  # a remote call costs ~0.3 ms: give each slice more work
+RAY_DEPTH = int(os.environ.get("FLOWPIPE_RAY_DEPTH", "2"))  # slices in flight per actor
 CLOSE_WAIT = 1.0  # seconds a closing actor gets to run the stage's close()
 WHAT = "Ray actor"
 # Ray's own names for the resources it schedules by; anything else is a custom resource.
@@ -380,7 +382,12 @@ class RayBackend(Backend):
                 return RayWorker.start(ray, label, state, options, stage_bytes)
 
             return RemoteCaller(
-                stage_run, counters, start_worker, what=WHAT, slice_target=RAY_SLICE_SECONDS
+                stage_run,
+                counters,
+                start_worker,
+                what=WHAT,
+                slice_target=RAY_SLICE_SECONDS,
+                depth=RAY_DEPTH,
             )
 
         stage_run.caller_factory = factory

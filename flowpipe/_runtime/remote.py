@@ -42,7 +42,7 @@ logger = logging.getLogger("flowpipe")
 
 STOP_GRACE = 0.5  # seconds a busy worker gets to finish its call once a run stops
 POLL = 0.1  # how often a thread waiting on a worker looks at the stop switch
-REMOTE_DEPTH = 2  # slices a worker loop keeps in flight to one worker
+REMOTE_DEPTH = 2  # slices a worker loop keeps in flight to one worker (by default)
 
 
 class WorkerDied(Exception):
@@ -207,6 +207,7 @@ class RemoteCaller:
         *,
         what: str,
         slice_target: float,
+        depth: int = REMOTE_DEPTH,
     ) -> None:
         self.state: RunState = stage_run.state
         self.label = stage_run.node.label
@@ -218,7 +219,7 @@ class RemoteCaller:
         self.policy = ErrorPolicy(self.label, opts.retries, opts.on_error, counters)
         self.lock = threading.Lock()
         self.stage_run = stage_run
-        self.depth = REMOTE_DEPTH
+        self.depth = depth
         # submitted, not received: (items, offset, bundled, delivered to the worker)
         self.sent: deque[tuple[list[Any], int, bool, bool]] = deque()
         self.recovered: deque[list[Any]] = deque()  # outputs of lost slices, run again
