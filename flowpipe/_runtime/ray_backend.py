@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -55,7 +53,7 @@ from .thread import start_worker_threads
 logger = logging.getLogger("flowpipe")
 
 RAY_SLICE_SECONDS = 0.01  # a remote call costs ~0.3 ms: give each slice more work
-RAY_DEPTH = int(os.environ.get("FLOWPIPE_RAY_DEPTH", "2"))  # slices in flight per actor
+RAY_DEPTH = 2  # slices in flight per actor (3 or 4 measured no faster on frames)
 CLOSE_WAIT = 1.0  # seconds a closing actor gets to run the stage's close()
 WHAT = "Ray actor"
 # Ray's own names for the resources it schedules by; anything else is a custom resource.
@@ -89,26 +87,73 @@ class RayHandle:
     where it needs the value (``unpack``: a read-only, zero-copy view).
     """
 
-    __slots__ = ("nbytes", "ref")
+    __slots__ = ("index", "nbytes", "ref")
 
-    def __init__(self, ref: Any, nbytes: int) -> None:
-        self.ref = ref
+    def __init__(self, ref: Any, nbytes: int, index: int) -> None:
+        self.ref = ref  # the list of a slice's large outputs
+        self.index = index  # this output's place in it
         self.nbytes = nbytes  # for buffer sizing
 
     def unpack(self) -> Any:
-        return import_ray().get(self.ref)
+        return import_ray().get(self.ref)[self.index]
 
 
 wire.register_handle(RayHandle)
 
 
+class _Slot:
+    """Where a handle's value goes back into a slice, in the actor (``lift_handles``)."""
+
+    __slots__ = ("index", "k")
+
+    def __init__(self, k: int, index: int) -> None:
+        self.k = k
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Slot, (self.k, self.index))
+
+
+def lift_handles(items: list[Any]) -> tuple[list[Any], list[Any]]:
+    """``items`` with each ``RayHandle`` (also as a field of a tuple item) replaced by
+    a ``_Slot``, and the references, to pass as arguments of the call."""
+    refs: list[Any] = []
+    places: dict[Any, int] = {}
+
+    def lift(x: Any) -> Any:
+        t = type(x)  # pyright: ignore[reportUnknownVariableType]
+        if t is RayHandle:
+            k = places.get(x.ref)
+            if k is None:
+                k = places[x.ref] = len(refs)
+                refs.append(x.ref)
+            return _Slot(k, x.index)
+        if t is tuple and any(type(f) is RayHandle for f in x):
+            return tuple(lift(f) for f in x)  # pyright: ignore[reportUnknownVariableType]
+        return x
+
+    if not any(type(x) in (RayHandle, tuple) for x in items):
+        return items, refs
+    return [lift(x) for x in items], refs
+
+
+def _fill(x: Any, values: tuple[Any, ...]) -> Any:
+    t = type(x)  # pyright: ignore[reportUnknownVariableType]
+    if t is _Slot:
+        return values[x.k][x.index]
+    if t is tuple:
+        return tuple(_fill(f, values) for f in x)  # pyright: ignore[reportUnknownVariableType]
+    return x
+
+
 class _StageActor:
     """The body of every flowpipe actor: a ``SliceServer`` built in the actor.
 
-    ``call`` is a streaming generator: the reply comes first, then every
-    output of ``SHM_THRESHOLD`` bytes or more as an object of its own, so the
-    caller owns those as object references (they outlive this actor) and never
-    downloads them unless it needs the value.
+    ``call`` returns two objects: the reply, and the list of the slice's
+    outputs of ``SHM_THRESHOLD`` bytes or more. The caller owns both as task
+    returns (they outlive this actor), reads only the reply, and passes the
+    list's reference on (``RayHandle``) without downloading it unless it needs
+    a value.
     """
 
     def __init__(self) -> None:
@@ -126,22 +171,27 @@ class _StageActor:
             return error_reply(label, None, None, exc, "start")
         return ("ready",)
 
-    def call(self, items: list[Any], offset: int) -> Iterator[Any]:
-        """Yield the reply, then each large output as an object of its own."""
+    def call(self, items: list[Any], offset: int, *values: Any) -> tuple[Any, Any]:
+        """The reply, and the list of the slice's large outputs (two objects: Ray keeps
+        the list in its object store, owned by the caller, which takes only the reply).
+
+        ``values``: what the slice's handles refer to, passed as arguments of
+        their own so that Ray fetches them before the call starts (while the
+        actor still works on the slice before) instead of during it.
+        """
         assert self.server is not None
+        if values:
+            items = [_fill(x, values) for x in items]
         reply = self.server.call(wire.unpack_items(items), offset)
         if reply[0] != "ok":
-            yield reply
-            return
+            return reply, None
         outputs: list[Any] = reply[1]
         sizes = [payload_bytes(x) for x in outputs]
         kept = [k for k, size in enumerate(sizes) if size >= wire.SHM_THRESHOLD]
         large = [outputs[k] for k in kept]
         for k in kept:
-            outputs[k] = None  # follows as an object of its own
-        yield (*reply, [(k, sizes[k]) for k in kept])
-        for value in large:  # noqa: UP028 (Ray drives this with send(): no yield from a list)
-            yield value
+            outputs[k] = None  # stays in the object store, in the second object
+        return (*reply, [(k, sizes[k]) for k in kept]), large
 
     def close(self) -> None:
         server, self.server = self.server, None
@@ -261,7 +311,7 @@ class RayWorker:
         self.state = state
         self.poolable = poolable
         self.died: str | None = None
-        self.streams: deque[Any] = deque()  # calls sent, replies not yet read
+        self.calls: deque[Any] = deque()  # (reply, large outputs) of calls not yet read
 
     @classmethod
     def start(
@@ -294,34 +344,27 @@ class RayWorker:
 
     def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
         # ``bundled`` is never set here: bundles are made only between worker processes.
+        items, refs = lift_handles(items)
         try:
-            self.streams.append(self.actor.call.remote(items, offset))
+            self.calls.append(self.actor.call.options(num_returns=2).remote(items, offset, *refs))
         except Exception as exc:  # an item Ray cannot serialise
             raise unsendable_error(self.label, items, offset, exc, WHAT) from None
 
     def reply(self, offset: int) -> tuple[Any, ...]:
-        stream = self.streams.popleft()  # an actor runs its calls in the order sent
-        reply = self._wait(stream, first=True)
+        reply_ref, large_ref = self.calls.popleft()  # an actor runs its calls in order
+        reply = self._wait(reply_ref)
         if reply[0] == "error":
             raise error_from_reply(reply, offset, WHAT)
         *head, kept = reply
-        if kept:  # large outputs: references owned here, values left in the object store
+        if kept:  # large outputs: a reference owned here, values left in the object store
             outputs = head[1]
-            for k, size in kept:
-                outputs[k] = RayHandle(self._next(stream), size)
+            for j, (k, size) in enumerate(kept):
+                outputs[k] = RayHandle(large_ref, size, j)
         return tuple(head)
 
-    def _next(self, stream: Any) -> Any:
-        try:
-            return next(stream)
-        except self.ray.exceptions.RayActorError as exc:
-            self.died = type(exc).__name__
-            raise WorkerDied(str(exc).splitlines()[0] if str(exc) else self.died) from exc
-
-    def _wait(self, ref: Any, first: bool = False) -> Any:
-        """The result of ``ref`` (with ``first``: of a stream's first object); once the
-        run stops, the actor gets ``remote.STOP_GRACE`` seconds, then is killed. A dead
-        actor raises ``WorkerDied``."""
+    def _wait(self, ref: Any) -> Any:
+        """The result of ``ref``; once the run stops, the actor gets
+        ``remote.STOP_GRACE`` seconds, then is killed. A dead actor raises ``WorkerDied``."""
         ray = self.ray
         wait_with_grace(
             lambda timeout: bool(ray.wait([ref], timeout=timeout)[0]),
@@ -329,7 +372,7 @@ class RayWorker:
             lambda: ray.kill(self.actor, no_restart=True),
         )
         try:
-            return ray.get(self._next(ref) if first else ref)
+            return ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             self.died = type(exc).__name__
             raise WorkerDied(str(exc).splitlines()[0] if str(exc) else self.died) from exc
