@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flowpipe import stage
@@ -84,3 +84,16 @@ def dropping_run(backend: str, overflow: str, gate: FileGate, n: int) -> tuple[l
     ) as run:
         out = list(run)
     return out, run.stats["held"].dropped
+
+
+def crash_once(marker: Path, bad: int) -> Callable[[int], int]:
+    """A stage function that kills its worker process the first time it meets ``bad``
+    (the marker file remembers across processes), and returns ``x * 10``."""
+
+    def fn(x: int) -> int:
+        if x == bad and not marker.exists():
+            marker.write_text("crashed")
+            os._exit(9)
+        return x * 10
+
+    return fn

@@ -516,16 +516,10 @@ class StageRun:
                     counters.started = t1
                 outputs = caller.call(items, offset)
                 t2 = clock()
-                if reorderer is not None:
-                    reorderer.complete(seq, outputs)
-                else:
-                    self.emitter.emit(outputs)
+                self._hand_on(seq, outputs)
                 t3 = clock()
                 sizer.update(len(items), t2 - t1)  # bundles: the sizer counts them as items
-                n_in = bundle_count(items) if self.bundles_in else len(items)
-                n_out = bundle_count(outputs) if self.bundles_out else len(outputs)
-                calls = 1 if opts.batch else n_in
-                counters.count_slice(n_in, n_out, calls, t0, t1, t2, t3)
+                self._count(counters, items, outputs, (t0, t1, t2, t3))
         finally:
             caller.close()
 
@@ -575,20 +569,33 @@ class StageRun:
             seq, offset, items, t0, t1 = pending.popleft()
             outputs = caller.receive()
             t2 = clock()
-            if reorderer is not None:
-                reorderer.complete(seq, outputs)
-            else:
-                self.emitter.emit(outputs)
+            self._hand_on(seq, outputs)
             t3 = clock()
             # Busy from when the worker could start on it: its submission, or the
             # end of the slice before it (they queue at the worker).
             start = max(t1, last_done)
             last_done = t3
             sizer.update(len(items), t2 - start)
-            n_in = bundle_count(items) if self.bundles_in else len(items)
-            n_out = bundle_count(outputs) if self.bundles_out else len(outputs)
-            calls = 1 if opts.batch else n_in
-            counters.count_slice(n_in, n_out, calls, t0 - t1 + start, start, t2, t3)
+            self._count(counters, items, outputs, (t0 - t1 + start, start, t2, t3))
+
+    def _hand_on(self, seq: int, outputs: list[Any]) -> None:
+        if self.reorderer is not None:
+            self.reorderer.complete(seq, outputs)
+        else:
+            self.emitter.emit(outputs)
+
+    def _count(
+        self,
+        counters: WorkerCounters,
+        items: list[Any],
+        outputs: list[Any],
+        times: tuple[float, float, float, float],
+    ) -> None:
+        """Count a slice in items (an entry of a bundled edge is a bundle of them)."""
+        n_in = bundle_count(items) if self.bundles_in else len(items)
+        n_out = bundle_count(outputs) if self.bundles_out else len(outputs)
+        calls = 1 if self.node.stage.options.batch else n_in
+        counters.count_slice(n_in, n_out, calls, *times)
 
 
 class AsyncStageLoop:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import crash_once
 
 from flowpipe import StageError, WorkerCrashed, merge, stage
 from flowpipe._dsl.pipeline import Pipeline
@@ -142,16 +143,6 @@ def test_on_error_skip_after_a_bundled_edge() -> None:
         out = list(run)
     assert out == [x + 1 for x in range(3000) if x + 1 != 1234]
     assert run.stats["b"].skipped == 1
-
-
-def crash_once(marker: Path, bad: int) -> Any:
-    def fn(x: int) -> int:
-        if x == bad and not marker.exists():
-            marker.write_text("crashed")
-            os._exit(9)
-        return x * 10
-
-    return fn
 
 
 def test_a_crash_after_a_bundled_edge_is_retried_item_by_item(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import crash_once
 
 from flowpipe import StageError, WorkerCrashed, stage
 
@@ -44,18 +45,6 @@ def test_a_dying_worker_raises_worker_crashed_naming_the_stage(how: str, said: s
     assert said in str(err)
     assert err.index is not None
     assert err.index <= 7
-
-
-def crash_once(marker: Path, bad: int) -> Any:
-    """Kill the worker the first time it meets ``bad``; the file remembers across processes."""
-
-    def fn(x: int) -> int:
-        if x == bad and not marker.exists():
-            marker.write_text("crashed")
-            os._exit(9)
-        return x * 10
-
-    return fn
 
 
 @pytest.mark.parametrize("workers", [1, 2])
