@@ -39,7 +39,9 @@ FREE_BYTES = 128 << 20  # ... and at most this many bytes of them
 
 _free: dict[int, list[tuple[str, mmap.mmap | None]]] = {}  # size -> segments nobody sees
 _lent: dict[str, tuple[int, mmap.mmap | None]] = {}  # name -> (size, our mapping)
-_pool_lock = threading.Lock()
+# Re-entrant locks: a handle or mapping that the garbage collector finalises
+# while this thread holds one of them gives its segment back through them again.
+_pool_lock = threading.RLock()
 _free_bytes = 0
 
 
@@ -110,7 +112,7 @@ def discard_free() -> None:
 _new_maps: list[tuple[str, weakref.ref[Any]]] = []  # mapped since the last report
 _reported: dict[int, weakref.ref[Any]] = {}  # mappings the parent counts (keeps the refs)
 _dropped: list[str] = []  # reported mappings that died since the last report
-_maps_lock = threading.Lock()
+_maps_lock = threading.RLock()
 
 
 def track_mapping(name: str, mm: Any) -> None:
@@ -153,7 +155,7 @@ class Maker:
 
 
 _makers: dict[str, Maker] = {}
-_makers_lock = threading.Lock()
+_makers_lock = threading.RLock()
 
 
 def register_maker(tag: str) -> Maker:

@@ -249,7 +249,7 @@ class Packed:
 # segment again instead of copying it, and a worker that keeps an array over a
 # segment reports it (``recycle``): a segment goes only when nothing sees it.
 _owners: dict[str, int] = {}
-_owners_lock = threading.Lock()
+_owners_lock = threading.RLock()  # re-entrant: a finaliser may run while it is held
 
 
 def hold(names: list[str]) -> None:
