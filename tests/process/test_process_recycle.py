@@ -128,3 +128,15 @@ def test_frames_sent_from_here_and_kept_by_a_worker_or_returned_stay_intact() ->
     back = stage(lambda item: item).run(((i, make(i)) for i in range(200)), backend=P)
     assert all(intact(f, i) for i, f in back)
     assert [i for i, _ in back] == list(range(200))
+
+
+def test_giving_back_from_a_finaliser_while_the_books_are_held_does_not_deadlock() -> None:
+    # The garbage collector may finalise a handle (or an array's mapping) at any
+    # allocation, also inside this bookkeeping; it must be able to re-enter it.
+    from flowpipe._transport import wire
+
+    with wire._owners_lock, recycle._makers_lock, recycle._pool_lock:
+        wire.hold(["fptest_1_1"])
+        wire.let_go(["fptest_1_1"])  # nothing sees it now: given back or unlinked
+        recycle.give_back(["fptest_1_2"])
+    assert "fptest_1_1" not in wire._owners
