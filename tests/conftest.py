@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import Journal
 
+from flowpipe._runtime import forkserver
+
 BACKENDS = ["thread", "process"]
 if importlib.util.find_spec("ray") is not None:  # the extra flowpipe[ray] is installed
     BACKENDS.append("ray")
@@ -59,8 +61,15 @@ def uses_ray(request: pytest.FixtureRequest) -> bool:
 
 
 def child_pids() -> set[int]:
-    """Live (not zombie) processes whose parent is this process (Linux ``/proc``)."""
+    """Live (not zombie) processes whose parent is this process (Linux ``/proc``).
+
+    The fork server is this process's helper for the whole session, like
+    ``multiprocessing``'s: not counted itself, but the workers it forked for
+    this process are.
+    """
     me = os.getpid()
+    server = forkserver.server_pid()
+    parents = {me} if server is None else {me, server}
     found: set[int] = set()
     if not os.path.isdir("/proc"):
         return found
@@ -73,7 +82,7 @@ def child_pids() -> set[int]:
         except OSError:
             continue
         state, ppid = fields[0], int(fields[1])
-        if ppid == me and state != "Z":
+        if ppid in parents and state != "Z" and int(entry) != server:
             found.add(int(entry))
     return found
 
@@ -81,7 +90,11 @@ def child_pids() -> set[int]:
 def python_threads() -> list[threading.Thread]:
     """Threads started from Python. Native threads that call into Python (Ray's
     core does) show up as dummy threads: not ours, and they cannot be joined."""
-    return [t for t in threading.enumerate() if type(t).__name__ != "_DummyThread"]
+    return [
+        t
+        for t in threading.enumerate()
+        if type(t).__name__ != "_DummyThread" and t.name != "flowpipe-forkserver"
+    ]
 
 
 def shm_segments() -> set[str]:

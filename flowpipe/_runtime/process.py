@@ -42,6 +42,7 @@ from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._transport import recycle, wire
 from .._transport.buffer import payload_bytes
+from . import forkserver
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
 from .remote import (
@@ -68,6 +69,18 @@ _BOOT = (
 )
 
 
+def _fork(conn_fd: int, lifeline_fd: int) -> forkserver.ForkedProcess | None:
+    """A worker forked by this process's fork server; ``None``: boot one instead."""
+    server = forkserver.server()
+    if server is None:
+        return None
+    try:
+        return server.fork(conn_fd, lifeline_fd)
+    except OSError:
+        logger.warning("flowpipe: the fork server failed; starting workers as new interpreters")
+        return None
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -90,7 +103,7 @@ class WorkerProcess:
         ours, theirs = socket.socketpair()
         lifeline_read, self._lifeline = os.pipe()
         try:
-            self.proc = subprocess.Popen(
+            self.proc = _fork(theirs.fileno(), lifeline_read) or subprocess.Popen(
                 [
                     sys.executable,
                     "-c",
@@ -207,6 +220,8 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if isinstance(self.proc, forkserver.ForkedProcess):
+            self.proc.release()
         self.conn.close()
         os.close(self._lifeline)
         for name in recycle.close_maker(self.maker):

@@ -1,0 +1,314 @@
+"""A fork server: worker processes forked from a clean process instead of booted one by one.
+
+Starting a worker as a fresh interpreter costs about 0.1 s of imports, and a
+pipeline of four process stages starts four. So the first process run of a
+program starts one *fork server* (a fresh interpreter, like a worker: never a
+fork of the caller, which runs threads), which imports what a worker needs and
+then does nothing but fork workers on request, single-threaded, so forking it
+is safe. A worker forked from it starts in a few milliseconds. Python's own
+``multiprocessing`` uses the same design (its default start method on Linux
+since Python 3.14).
+
+What a request carries, so that a worker starts as if the caller had started
+it: the caller's working directory and environment (``CUDA_VISIBLE_DEVICES``
+set just before a run counts), and the worker's two descriptors (its socket
+and its lifeline), passed with ``SCM_RIGHTS``. The worker then gets the
+caller's ``sys.path`` and the stage exactly as a booted one does
+(``child.serve``). The server answers with the worker's pid and a pidfd for
+it, so that the caller can signal exactly that process (never a reused pid),
+and later with its exit status, once it has reaped it.
+
+The server lives in a session of its own (Ctrl-C reaches only the caller),
+exits when the caller dies (its lifeline), when the caller closes the
+connection, and after ``IDLE_EXIT`` seconds without workers. If it cannot be
+started or dies, workers are booted as fresh interpreters instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import queue
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+IDLE_EXIT = 60.0  # seconds without a worker after which the server exits
+START_WAIT = 10.0  # seconds to wait for a fork to be reported
+_REPLY = struct.Struct("!Bqq")  # kind, pid, exit code
+_STARTED, _EXITED = 1, 2
+UNKNOWN = 255  # the exit code of a worker whose server ended before reporting it
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BOOT = (
+    "import sys; sys.path.insert(0, {root!r}); "
+    "from flowpipe._runtime.forkserver import serve; serve({ctl}, {lifeline})"
+)
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def serve(ctl_fd: int, lifeline_fd: int) -> None:
+    """The fork server's body (``python -c``): warm up, then fork workers on request."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Import what every worker needs, once, here: a forked worker has it already.
+    for module in ("_runtime.child", "_runtime.remote", "_transport.wire", "_transport.recycle"):
+        importlib.import_module(f"flowpipe.{module}")
+
+    ctl = socket.socket(fileno=ctl_fd)
+    ctl_fd = ctl.fileno()
+    workers: dict[int, int] = {}  # pidfd -> pid: readable once the worker has ended
+    idle_since = time.monotonic()
+    while True:
+        timeout = None if workers else max(0.0, idle_since + IDLE_EXIT - time.monotonic())
+        ready, _, _ = select.select([ctl_fd, lifeline_fd, *workers], [], [], timeout)
+        for pidfd in [fd for fd in ready if fd in workers]:  # reap, and say so at once
+            pid = workers.pop(pidfd)
+            os.close(pidfd)
+            _, status = os.waitpid(pid, 0)
+            _reply(ctl, _EXITED, pid, os.waitstatus_to_exitcode(status))
+            if not workers:
+                idle_since = time.monotonic()
+        if lifeline_fd in ready:
+            os._exit(0)  # the caller is gone
+        if ctl_fd in ready:
+            message, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 2)
+            if not message:
+                os._exit(0)  # the caller closed the connection
+            cwd, env = pickle.loads(message)
+            pid = os.fork()
+            if pid == 0:
+                _become_worker(ctl, lifeline_fd, fds, cwd, env)
+            for fd in fds:
+                os.close(fd)
+            pidfd = os.pidfd_open(pid)
+            workers[pidfd] = pid
+            socket.send_fds(ctl, [_REPLY.pack(_STARTED, pid, 0)], [pidfd])
+        elif not workers and not ready and time.monotonic() - idle_since >= IDLE_EXIT:
+            os._exit(0)
+
+
+def _reply(ctl: socket.socket, kind: int, pid: int, code: int) -> None:
+    try:
+        ctl.send(_REPLY.pack(kind, pid, code))
+    except OSError:
+        os._exit(0)  # the caller is gone
+
+
+def _become_worker(
+    ctl: socket.socket, lifeline_fd: int, fds: list[int], cwd: str, env: dict[str, str]
+) -> None:
+    try:
+        ctl.close()
+        os.close(lifeline_fd)
+        keep = sorted(fds)  # close the rest: the server's pidfds of other workers
+        for low, high in zip([3, *(k + 1 for k in keep)], [*keep, os.sysconf("SC_OPEN_MAX")]):
+            os.closerange(low, high)
+        os.setsid()  # a session of its own, like a booted worker
+        try:
+            os.chdir(cwd)
+        except OSError:
+            pass
+        os.environ.clear()
+        os.environ.update(env)
+        from .child import main
+
+        main(fds[0], fds[1])  # never returns
+    finally:
+        os._exit(1)
+
+
+# -- the caller's side ----------------------------------------------------------------------
+
+
+class ForkedProcess:
+    """A worker forked by the server, with the part of ``subprocess.Popen`` a
+    ``WorkerProcess`` uses: ``pid``, ``poll``, ``wait``, ``kill``."""
+
+    def __init__(self, server: ForkServer, pid: int, pidfd: int) -> None:
+        self.server = server
+        self.pid = pid
+        self.pidfd = pidfd
+
+    def poll(self) -> int | None:
+        return self._code(0.0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._code(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired("flowpipe worker", timeout or 0.0)
+        return code
+
+    def _code(self, timeout: float | None) -> int | None:
+        code = self.server.exit_code(self.pid, timeout)
+        if code is UNKNOWN and self.pidfd >= 0:  # the server is gone: ask the kernel
+            ended, _, _ = select.select([self.pidfd], [], [], timeout)
+            return UNKNOWN if ended else None
+        return code
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def release(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.server.forget(self.pid)
+
+
+class ForkServer:
+    """The caller's connection to its fork server (one per process, started on first use)."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        lifeline_read, self._lifeline = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT.format(root=_PACKAGE_ROOT, ctl=theirs.fileno(), lifeline=lifeline_read),
+                ],
+                pass_fds=(theirs.fileno(), lifeline_read),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            os.close(self._lifeline)
+            raise
+        finally:
+            theirs.close()
+            os.close(lifeline_read)
+        self.ctl = ours
+        self.owner = os.getpid()  # a process forked from the caller must start its own
+        self.alive = True
+        self._request = threading.Lock()  # one fork at a time: replies come in order
+        self._started: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._exits: dict[int, int] = {}
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="flowpipe-forkserver", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message, fds, _, _ = socket.recv_fds(self.ctl, _REPLY.size, 1)
+                if not message:
+                    break
+                kind, pid, code = _REPLY.unpack(message)
+                if kind == _STARTED:
+                    self._started.put((pid, fds[0]))
+                else:
+                    with self._cond:
+                        self._exits[pid] = code
+                        self._cond.notify_all()
+        except OSError:
+            pass
+        with self._cond:
+            self.alive = False
+            self._cond.notify_all()
+        self._started.put(None)
+
+    def fork(self, conn_fd: int, lifeline_fd: int) -> ForkedProcess:
+        """A worker running ``child.main`` on these descriptors; ``OSError`` if the
+        server cannot make one."""
+        request = pickle.dumps((os.getcwd(), dict(os.environ)))
+        with self._request:
+            if not self.alive:
+                raise OSError("the fork server has ended")
+            socket.send_fds(self.ctl, [request], [conn_fd, lifeline_fd])
+            try:
+                started = self._started.get(timeout=START_WAIT)
+            except queue.Empty:
+                started = None
+            if started is None:
+                raise OSError("the fork server did not start a worker")
+        pid, pidfd = started
+        return ForkedProcess(self, pid, pidfd)
+
+    def exit_code(self, pid: int, timeout: float | None) -> int | None:
+        """The worker's exit code once the server has reaped it (``None``: not yet)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while pid not in self._exits:
+                if not self.alive:
+                    return UNKNOWN  # the server is gone, and with it the status
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+                self._cond.wait(wait)
+            return self._exits[pid]
+
+    def forget(self, pid: int) -> None:
+        with self._cond:
+            self._exits.pop(pid, None)
+
+    def close(self) -> None:
+        self.alive = False
+        try:
+            self.ctl.close()
+        except OSError:
+            pass
+        os.close(self._lifeline)
+        try:
+            self.proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_server: ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def server() -> ForkServer | None:
+    """This process's fork server, started on first use; ``None`` where there is none
+    (not Linux, or it could not start), and workers are booted instead."""
+    global _server
+    if (
+        os.environ.get("FP_NOFS")
+        or not hasattr(os, "pidfd_open")
+        or not hasattr(socket, "send_fds")
+    ):
+        return None
+    with _server_lock:
+        if _server is not None and _server.owner != os.getpid():
+            _server = None  # inherited through a fork of the caller: its parent's, not ours
+        if _server is not None and not _server.alive:
+            _server.close()
+            _server = None
+        if _server is None:
+            try:
+                _server = ForkServer()
+            except OSError:
+                return None
+            import atexit
+
+            atexit.register(shutdown)
+        return _server
+
+
+def shutdown() -> None:
+    """End the fork server (at exit; also for tests)."""
+    global _server
+    with _server_lock:
+        if _server is not None:
+            _server.close()
+            _server = None
+
+
+def server_pid() -> int | None:
+    """The fork server's pid, if one runs (its workers are its children, not ours)."""
+    s = _server
+    return s.proc.pid if s is not None else None
