@@ -20,9 +20,12 @@ An edge carries bundles when
   every channel it writes to carries bundles (a fan-out sends the same entry
   to every branch); the source, a join and the caller read or write items.
 
-Such a channel holds at most ``BUNDLES_PER_WORKER`` bundles per reading worker
-(each is a slice, about ``process.PROCESS_SLICE_SECONDS`` of the writer's
-work), and its offsets still count items, so errors name the right input.
+Such a channel holds ``BUNDLES_PER_WORKER`` bundles per reading worker, at
+least ``BUNDLES_MIN`` (each is a slice, about ``process.PROCESS_SLICE_SECONDS``
+of the writer's work: some 80 ms of work in all, so that two pipelined stages
+keep busy while one of them is briefly preempted), but only about
+``buffer.AUTO_BYTES`` of large buffers; its offsets still count items, so
+errors name the right input.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from __future__ import annotations
 from .._transport.buffer import Channel
 from .engine import StageRun
 
-BUNDLES_PER_WORKER = 2
-BUNDLES_MIN = 4
+BUNDLES_PER_WORKER = 8
+BUNDLES_MIN = 16
 
 
 def _reads_bundles(stage_run: StageRun) -> bool:

@@ -57,6 +57,7 @@ class Channel:
     __slots__ = (
         "_aborted",
         "_auto",
+        "_bundle_cap",
         "_first_arrival",
         "_getters",
         "_items",
@@ -92,6 +93,7 @@ class Channel:
         self._taken = 0
         self._first_arrival = 0.0
         self._weighted = False
+        self._bundle_cap = 0
         self.dropped = 0
         self.peak = 0
 
@@ -125,9 +127,11 @@ class Channel:
 
     def carry_bundles(self, capacity: int) -> None:
         """From now on every entry is a bundle of items (``wire.bundle``) between two
-        worker processes: ``capacity`` counts bundles, offsets count their items."""
+        worker processes: ``capacity`` counts bundles (fewer when they hold large
+        buffers: about ``AUTO_BYTES`` in all), offsets count their items."""
         self._weighted = True
         self._auto = False
+        self._bundle_cap = capacity
         self.capacity = capacity
 
     def unbound(self) -> None:
@@ -162,6 +166,10 @@ class Channel:
         """
         if self._auto and items:
             self.capacity = auto_capacity(items[0])
+        elif self._weighted and items:
+            size = items[0].nbytes
+            cap = self._bundle_cap
+            self.capacity = cap if size <= 0 else max(2, min(cap, AUTO_BYTES // size))
         with self._lock:
             i, n = 0, len(items)
             give_up_at = None if timeout is None else time.perf_counter() + timeout

@@ -201,3 +201,31 @@ def test_long_strings_across_bundled_edges() -> None:
     words = [f"{i:0300d}" for i in range(5000)]
     pipe = stage(lambda w: w + "!", name="a") | stage(len, name="b")
     assert pipe.run(words, backend=P) == [301] * 5000
+
+
+class _FakeBundle:
+    def __init__(self, count: int, nbytes: int) -> None:
+        self.count = count
+        self.nbytes = nbytes
+
+
+def test_a_bundled_buffer_holds_many_small_bundles_but_few_of_frames() -> None:
+    from flowpipe._transport.buffer import AUTO_BYTES, Channel
+
+    small = Channel(None, name="small")
+    small.carry_bundles(16)
+    small.add_producer()
+    small.put_many([_FakeBundle(100, 0)])
+    assert small.capacity == 16  # slices of small items: about 80 ms of work
+    frames = Channel(None, name="frames")
+    frames.carry_bundles(16)
+    frames.add_producer()
+    frames.put_many([_FakeBundle(2, 2 * 6_220_800)])
+    assert frames.capacity == AUTO_BYTES // (2 * 6_220_800)  # bounded by bytes, as threads are
+    got = frames.take(8)
+    assert got is not None
+    assert got[1] == 0  # offsets count items ...
+    frames.put_many([_FakeBundle(2, 2 * 6_220_800)])
+    got = frames.take(8)
+    assert got is not None
+    assert got[1] == 2  # ... not bundles
