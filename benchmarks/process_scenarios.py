@@ -756,8 +756,9 @@ def session_helpers() -> dict[int, str]:
     """Helper processes a library keeps for the whole session, ended at exit (not leaks).
 
     The ``multiprocessing`` resource tracker (started by the first spawn-context
-    queue or pool) and pypeln's ``multiprocessing.Manager`` (pypeln starts one
-    on first use and keeps it in a module global).
+    queue or pool), pypeln's ``multiprocessing.Manager`` (pypeln starts one
+    on first use and keeps it in a module global) and flowpipe's fork server
+    (the workers it forks are checked like any child).
     """
     import multiprocessing
 
@@ -769,7 +770,17 @@ def session_helpers() -> dict[int, str]:
     for pid in children(os.getpid()):
         if "multiprocessing.resource_tracker" in state_and_cmd(pid)[1]:
             helpers[pid] = "multiprocessing's resource tracker"
+    server = fork_server_pid()
+    if server is not None:
+        helpers[server] = "flowpipe's fork server"
     return helpers
+
+
+def fork_server_pid() -> int | None:
+    """flowpipe's fork server, if one runs: kept for the session (its workers are not)."""
+    from flowpipe._runtime import forkserver
+
+    return forkserver.server_pid()
 
 
 def leftover_processes(before: set[int], ray_used: bool) -> tuple[list[str], list[str]]:
@@ -783,7 +794,9 @@ def leftover_processes(before: set[int], ray_used: bool) -> tuple[list[str], lis
     while True:
         helpers = session_helpers()
         left, kept = [], []
-        for pid in children(os.getpid()):
+        server = fork_server_pid()
+        forked = set(children(server)) if server is not None else set()  # flowpipe's workers
+        for pid in [*children(os.getpid()), *sorted(forked)]:
             if pid in before:
                 continue
             state, cmd = state_and_cmd(pid)
