@@ -35,21 +35,16 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
+
+from . import boot
 
 IDLE_EXIT = 60.0  # seconds without a worker after which the server exits
 START_WAIT = 10.0  # seconds to wait for a fork to be reported
 _REPLY = struct.Struct("!Bqq")  # kind, pid, exit code
 _STARTED, _EXITED = 1, 2
 UNKNOWN = 255  # the exit code of a worker whose server ended before reporting it
-
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_BOOT = (
-    "import sys; sys.path.insert(0, {root!r}); "
-    "from flowpipe._runtime.forkserver import serve; serve({ctl}, {lifeline})"
-)
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -170,26 +165,15 @@ class ForkServer:
     """The caller's connection to its fork server (one per process, started on first use)."""
 
     def __init__(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        lifeline_read, self._lifeline = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _BOOT.format(root=_PACKAGE_ROOT, ctl=theirs.fileno(), lifeline=lifeline_read),
-                ],
-                pass_fds=(theirs.fileno(), lifeline_read),
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
+        def start(ctl_fd: int, lifeline_fd: int) -> subprocess.Popen[bytes]:
+            return boot.interpreter(
+                f"from flowpipe._runtime.forkserver import serve; serve({ctl_fd}, {lifeline_fd})",
+                (ctl_fd, lifeline_fd),
             )
-        except BaseException:
-            ours.close()
-            os.close(self._lifeline)
-            raise
-        finally:
-            theirs.close()
-            os.close(lifeline_read)
+
+        ours, self._lifeline, self.proc = boot.with_socket_and_lifeline(
+            start, socket.SOCK_SEQPACKET
+        )
         self.ctl = ours
         self.owner = os.getpid()  # a process forked from the caller must start its own
         self.alive = True
@@ -276,11 +260,7 @@ def server() -> ForkServer | None:
     """This process's fork server, started on first use; ``None`` where there is none
     (not Linux, or it could not start), and workers are booted instead."""
     global _server
-    if (
-        os.environ.get("FP_NOFS")
-        or not hasattr(os, "pidfd_open")
-        or not hasattr(socket, "send_fds")
-    ):
+    if not hasattr(os, "pidfd_open") or not hasattr(socket, "send_fds"):
         return None
     with _server_lock:
         if _server is not None and _server.owner != os.getpid():

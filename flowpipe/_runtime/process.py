@@ -10,10 +10,12 @@
 Taking slices, ordering, windows, joins and backpressure run in this process,
 in the same engine as the thread backend; only the stage's calls (and a class
 stage's instance) live in the worker process. A worker thread here drives one
-worker process: it sends a slice, waits for the outputs, and hands them on.
+worker process, with up to two slices in flight (``remote.RemoteCaller``);
+between two process stages the slices travel as sealed bundles (``bundles``).
 
-Workers are fresh interpreters started with ``subprocess`` (fork + exec, the
-same safety as the ``spawn`` start method): nothing is ever forked from a
+Workers are forked by the fork server (``forkserver``: a fresh,
+single-threaded interpreter that never runs user code), or, where there is
+none, started as fresh interpreters (``boot``): nothing is ever forked from a
 process that runs threads, CUDA initialises cleanly in a worker, and the
 parent's ``__main__`` is never re-run. Stages travel with cloudpickle.
 
@@ -31,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter, deque
@@ -42,7 +43,7 @@ from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._transport import recycle, wire
 from .._transport.buffer import payload_bytes
-from . import forkserver
+from . import boot, forkserver
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
 from .remote import (
@@ -61,12 +62,6 @@ logger = logging.getLogger("flowpipe")
 PROCESS_SLICE_SECONDS = 0.005  # a round trip costs ~50 µs: give each slice more work
 EXIT_WAIT = 1.0  # seconds a closing worker process gets before it is killed
 WHAT = "worker process"
-
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_BOOT = (
-    "import sys; sys.path.insert(0, {root!r}); "
-    "from flowpipe._runtime.child import main; main({conn}, {lifeline})"
-)
 
 
 def _fork(conn_fd: int, lifeline_fd: int) -> forkserver.ForkedProcess | None:
@@ -100,26 +95,16 @@ class WorkerProcess:
         self.state = state
         self.prefix = state.prefix
         self.closed = False
-        ours, theirs = socket.socketpair()
-        lifeline_read, self._lifeline = os.pipe()
-        try:
-            self.proc = _fork(theirs.fileno(), lifeline_read) or subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _BOOT.format(root=_PACKAGE_ROOT, conn=theirs.fileno(), lifeline=lifeline_read),
-                ],
-                pass_fds=(theirs.fileno(), lifeline_read),
-                stdin=subprocess.DEVNULL,  # output goes where the parent's goes; input is not theirs
-                start_new_session=True,  # Ctrl-C in a terminal goes to the parent only
+
+        def start(
+            conn_fd: int, lifeline_fd: int
+        ) -> forkserver.ForkedProcess | subprocess.Popen[bytes]:
+            return _fork(conn_fd, lifeline_fd) or boot.interpreter(
+                f"from flowpipe._runtime.child import main; main({conn_fd}, {lifeline_fd})",
+                (conn_fd, lifeline_fd),
             )
-        except BaseException:
-            ours.close()
-            os.close(self._lifeline)
-            raise
-        finally:
-            theirs.close()
-            os.close(lifeline_read)
+
+        ours, self._lifeline, self.proc = boot.with_socket_and_lifeline(start)
         self.conn = Connection(ours.detach())
         self.maker = recycle.register_maker(recycle.pid_tag(self.prefix, self.proc.pid))
         self.held: Counter[str] = Counter()  # segments it reported keeping arrays over
