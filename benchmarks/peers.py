@@ -175,42 +175,22 @@ def prepare_flowpipe_ray(scenario: Scenario) -> Job:
     return lambda: pipe.run(range(n), backend="ray")
 
 
-RAY_WINDOW = 16  # items in flight in the hand-written Ray chain (bounded memory)
-
-
 def prepare_ray_actors(scenario: Scenario) -> Job:
     """Ray actors by hand: one per stage, each item's calls chained by object ref.
 
     The actors are made once here (warm, as flowpipe's pooled actors are after
     its first round) and reserve no CPU, like flowpipe's: four must fit on two
-    CPUs next to the other Ray peers' actors.
-    Items go in a window of ``RAY_WINDOW`` so that frames do not pile up in
-    the object store.
+    CPUs next to the other Ray peers' actors. Items go in a window of
+    ``process_peers.RAY_WINDOW`` so that frames do not pile up in the object
+    store (the same chain as the process scenarios' ``ray`` row).
     """
-    ray = start_ray()
+    from .process_peers import make_ray_actors, ray_actor_stream  # it imports this module
 
-    @ray.remote(num_cpus=0)
-    class StageActor:
-        def __init__(self, fn: Callable[[Any], Any]) -> None:
-            self.fn = fn
-
-        def call(self, x: Any) -> Any:
-            return self.fn(x)
-
-    actors = [StageActor.remote(fn) for fn in scenario.stages]  # type: ignore[attr-defined]
+    actors = make_ray_actors(scenario.stages)
     n = scenario.n
 
     def job() -> list[Any]:
-        out: list[Any] = []
-        for start in range(0, n, RAY_WINDOW):
-            refs = []
-            for x in range(start, min(n, start + RAY_WINDOW)):
-                ref: Any = x
-                for actor in actors:
-                    ref = actor.call.remote(ref)
-                refs.append(ref)
-            out.extend(ray.get(refs))
-        return out
+        return list(ray_actor_stream(scenario.stages, n, actors))
 
     return job
 
