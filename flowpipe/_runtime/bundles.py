@@ -21,9 +21,9 @@ An edge carries bundles when
   to every branch); the source, a join and the caller read or write items.
 
 Such a channel holds ``BUNDLES_PER_WORKER`` bundles per reading worker, at
-least ``BUNDLES_MIN`` (each is a slice, about ``process.PROCESS_SLICE_SECONDS``
-of the writer's work: some 80 ms of work in all, so that two pipelined stages
-keep busy while one of them is briefly preempted), but only about
+least ``BUNDLES_MIN`` (each is a slice, up to ``process.PROCESS_SLICE_SECONDS``
+of the writer's work: when the writer runs ahead, far more work than a brief
+preemption of either stage costs, so two pipelined stages keep busy), but only about
 ``buffer.AUTO_BYTES`` of large buffers; its offsets still count items, so
 errors name the right input.
 """

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast
 from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
-from .._transport.buffer import Aborted, Channel
+from .._transport.buffer import Aborted, Channel, payload_bytes
 from .._transport.wire import bundle_count, unpack_items
 from .policy import ErrorPolicy
 
@@ -234,23 +234,45 @@ class WindowTaker:
 
 
 class SliceSizer:
-    """Adapts how many items a worker takes at once to the measured cost per item."""
+    """Adapts how many items a worker takes at once to the measured cost per item.
 
-    __slots__ = ("cost", "limit", "size", "target")
+    A slice holds about ``target`` seconds of work, and, where ``byte_budget`` is
+    set (a worker elsewhere), about that many bytes of large buffers in or out:
+    enough work to amortise one hand-off, few enough frames in flight that their
+    segments are reused and the next stage can start on the first of them.
+    """
 
-    def __init__(self, limit: int, target: float = SLICE_TARGET_SECONDS) -> None:
+    __slots__ = ("byte_budget", "cost", "limit", "size", "target")
+
+    def __init__(
+        self, limit: int, target: float = SLICE_TARGET_SECONDS, byte_budget: int | None = None
+    ) -> None:
         self.limit = max(1, min(limit, MAX_SLICE))
         self.target = target
+        self.byte_budget = byte_budget
         self.size = 1
         self.cost = 0.0
 
-    def update(self, n: int, seconds: float) -> None:
+    def update(self, n: int, seconds: float, nbytes: int = 0) -> None:
+        """``n`` items (entries) took ``seconds``; ``nbytes``: their large buffers."""
         if n == 0:  # a window stage may take items that complete no window yet
             return
         per_item = seconds / n
         self.cost = per_item if self.cost == 0.0 else 0.7 * self.cost + 0.3 * per_item
         wanted = int(self.target / self.cost) if self.cost > 0 else self.limit
+        if self.byte_budget is not None and nbytes > 0:
+            wanted = min(wanted, self.byte_budget * n // nbytes)
         self.size = max(1, min(self.limit, wanted, self.size * 4))
+
+
+def _slice_bytes(sizer: SliceSizer, items: list[Any], outputs: list[Any]) -> int:
+    """About how many bytes of large buffers a slice took in or gave out (estimated
+    from its first entry each way; a handle or bundle knows its own)."""
+    if sizer.byte_budget is None:
+        return 0
+    into = payload_bytes(items[0]) * len(items) if items else 0
+    out = payload_bytes(outputs[0]) * len(outputs) if outputs else 0
+    return max(into, out)
 
 
 class SliceCaller:
@@ -335,6 +357,7 @@ class Caller(Protocol):
     """What a worker loop calls a slice with: here (``LocalCaller``) or in a worker process."""
 
     slice_target: float  # seconds of work per slice worth one hand-off
+    slice_bytes: int | None  # large-buffer bytes a slice may hold (None: no bound)
 
     def call(self, items: list[Any], offset: int) -> list[Any]: ...
     def close(self) -> None: ...
@@ -359,6 +382,7 @@ class LocalCaller:
     """Runs the stage in the calling thread: builds the callable (a class stage's instance)."""
 
     slice_target = SLICE_TARGET_SECONDS
+    slice_bytes: int | None = None
 
     def __init__(self, node: StageNode, counters: WorkerCounters, unpack: bool = False) -> None:
         self.fn = node.stage.make_callable()
@@ -496,7 +520,7 @@ class StageRun:
                 caller.close()
             return
         try:
-            sizer = SliceSizer(MAX_SLICE, caller.slice_target)
+            sizer = SliceSizer(MAX_SLICE, caller.slice_target, caller.slice_bytes)
             batch, timeout = opts.batch, opts.batch_timeout
             if self.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
                 batch, timeout = opts.workers, ASYNC_GROUP_SECONDS
@@ -518,7 +542,8 @@ class StageRun:
                 t2 = clock()
                 self._hand_on(seq, outputs)
                 t3 = clock()
-                sizer.update(len(items), t2 - t1)  # bundles: the sizer counts them as items
+                # bundles: the sizer counts them as items
+                sizer.update(len(items), t2 - t1, _slice_bytes(sizer, items, outputs))
                 self._count(counters, items, outputs, (t0, t1, t2, t3))
         finally:
             caller.close()
@@ -531,7 +556,7 @@ class StageRun:
         outputs that are already computed.
         """
         opts = self.node.stage.options
-        sizer = SliceSizer(MAX_SLICE, caller.slice_target)
+        sizer = SliceSizer(MAX_SLICE, caller.slice_target, caller.slice_bytes)
         batch, timeout = opts.batch, opts.batch_timeout
         if self.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
             batch, timeout = opts.workers, ASYNC_GROUP_SECONDS
@@ -575,7 +600,7 @@ class StageRun:
             # end of the slice before it (they queue at the worker).
             start = max(t1, last_done)
             last_done = t3
-            sizer.update(len(items), t2 - start)
+            sizer.update(len(items), t2 - start, _slice_bytes(sizer, items, outputs))
             self._count(counters, items, outputs, (t0 - t1 + start, start, t2, t3))
 
     def _hand_on(self, seq: int, outputs: list[Any]) -> None:

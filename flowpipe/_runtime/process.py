@@ -59,7 +59,8 @@ from .thread import start_worker_threads
 
 logger = logging.getLogger("flowpipe")
 
-PROCESS_SLICE_SECONDS = 0.005  # a round trip costs ~50 µs: give each slice more work
+PROCESS_SLICE_SECONDS = 0.05  # a slice costs the parent ~0.2 ms of CPU: give each more work
+PROCESS_SLICE_BYTES = 8 << 20  # ... but at most this much of large buffers (one frame)
 EXIT_WAIT = 1.0  # seconds a closing worker process gets before it is killed
 WHAT = "worker process"
 
@@ -245,6 +246,7 @@ class ProcessBackend(Backend):
                 start_worker,
                 what=WHAT,
                 slice_target=PROCESS_SLICE_SECONDS,
+                slice_bytes=PROCESS_SLICE_BYTES,
             )
 
         stage_run.caller_factory = factory

@@ -207,6 +207,7 @@ class RemoteCaller:
         *,
         what: str,
         slice_target: float,
+        slice_bytes: int | None = None,
         depth: int = REMOTE_DEPTH,
     ) -> None:
         self.state: RunState = stage_run.state
@@ -215,6 +216,7 @@ class RemoteCaller:
         self.start_worker = start_worker
         self.what = what  # "worker process", "Ray actor": for messages
         self.slice_target = slice_target
+        self.slice_bytes = slice_bytes
         opts = stage_run.node.stage.options
         self.policy = ErrorPolicy(self.label, opts.retries, opts.on_error, counters)
         self.lock = threading.Lock()

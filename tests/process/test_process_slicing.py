@@ -1,0 +1,96 @@
+"""How many items a worker loop sends a worker process at once (``engine.SliceSizer``).
+
+A slice to a worker process holds up to ``PROCESS_SLICE_SECONDS`` of work, so
+that the parent's cost per slice is small next to it, but only about
+``PROCESS_SLICE_BYTES`` of large buffers in or out, so that frames go one or a
+few at a time and the next stage starts on the first while later ones are made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from flowpipe import stage
+from flowpipe._runtime import engine
+from flowpipe._runtime.engine import SliceSizer
+from flowpipe._runtime.process import PROCESS_SLICE_BYTES, PROCESS_SLICE_SECONDS
+
+MB = 1 << 20
+
+
+def grow(sizer: SliceSizer, seconds_per_item: float, bytes_per_item: int, rounds: int = 8) -> int:
+    for _ in range(rounds):
+        n = sizer.size
+        sizer.update(n, n * seconds_per_item, n * bytes_per_item)
+    return sizer.size
+
+
+def test_the_sizer_aims_at_the_target_time_per_slice() -> None:
+    sizer = SliceSizer(1024, target=0.05)
+    assert grow(sizer, 0.001, 0) == 50  # 1 ms items: 50 to a slice
+    assert grow(SliceSizer(1024, target=0.05), 1e-7, 0) == 1024  # cheap items: the cap
+
+
+def test_the_sizer_grows_by_at_most_four_times_a_slice() -> None:
+    sizer = SliceSizer(1024, target=0.05)
+    sizes = []
+    for _ in range(4):
+        n = sizer.size
+        sizer.update(n, n * 1e-6)
+        sizes.append(sizer.size)
+    assert sizes == [4, 16, 64, 256]
+
+
+@pytest.mark.parametrize(
+    ("item_bytes", "expected"), [(6 * MB, 1), (MB, 8), (64 << 10, 50), (0, 50)]
+)
+def test_a_byte_budget_bounds_slices_of_large_items(item_bytes: int, expected: int) -> None:
+    sizer = SliceSizer(1024, target=0.05, byte_budget=8 * MB)
+    assert grow(sizer, 0.001, item_bytes) == expected
+
+
+def test_without_a_byte_budget_bytes_do_not_count() -> None:
+    assert grow(SliceSizer(1024, target=0.05), 0.001, 6 * MB) == 50
+
+
+class Recorded(SliceSizer):
+    """A sizer that remembers every size it chose, per stage worker loop."""
+
+    log: list[tuple[float, int | None, int, int]] = []
+
+    def update(self, n: int, seconds: float, nbytes: int = 0) -> None:
+        super().update(n, seconds, nbytes)
+        Recorded.log.append((self.target, self.byte_budget, nbytes, self.size))
+
+
+def make_frame(x: int) -> Any:
+    return np.full((1080, 1920, 3), x % 251, dtype=np.uint8)
+
+
+def corner(frame: Any) -> int:
+    return int(frame[0, 0, 0])
+
+
+def test_process_stages_slice_frames_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process stage that makes 6 MB frames, and one that reads them, are sent
+    slices of one item: the budget sees the frames on the way out and in."""
+    monkeypatch.setattr(engine, "SliceSizer", Recorded)
+    Recorded.log = []
+    out = (stage(make_frame) | stage(corner)).run(range(40), backend="process")
+    assert out == [x % 251 for x in range(40)]
+    process_updates = [u for u in Recorded.log if u[1] == PROCESS_SLICE_BYTES]
+    assert process_updates, "no process worker loop sized its slices"
+    assert all(target == PROCESS_SLICE_SECONDS for target, *_ in process_updates)
+    assert all(nbytes >= 6_220_800 * 0.9 for *_, nbytes, _ in process_updates)
+    assert all(size == 1 for *_, size in process_updates)
+
+
+def test_thread_stages_have_no_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "SliceSizer", Recorded)
+    Recorded.log = []
+    out = (stage(make_frame) | stage(corner)).run(range(10))
+    assert out == [x % 251 for x in range(10)]
+    assert Recorded.log and all(budget is None for _, budget, *_ in Recorded.log)
