@@ -60,15 +60,19 @@ def _shm() -> Any:
     return importlib.import_module("_posixshmem")  # POSIX only; no type stubs
 
 
-def _new_segment(prefix: str, data: memoryview, pooled: bool = False) -> tuple[str, int]:
+def _new_segment(
+    prefix: str, data: memoryview, pooled: bool = False, room: int = 0
+) -> tuple[str, int]:
     """A segment holding a copy of ``data``. ``pooled`` (a worker's output): reuse a
-    segment of this worker's that nobody sees any more (``recycle``), or lend a new one."""
-    size = data.nbytes
+    segment of this worker's that nobody sees any more (``recycle``), or lend a new one.
+    ``room``: make the segment this large (at least ``data``'s size), so that one of a
+    few sizes serves data of varying length; what follows ``data`` is not read."""
+    size = max(data.nbytes, room)
     if pooled:
         spare = recycle.take(size)
         if spare is not None:
             name, mm = spare
-            mm[0:size] = data  # its pages exist already: a plain copy
+            mm[0 : data.nbytes] = data  # its pages exist already: a plain copy
             return name, size
     with _counter_lock:
         n = next(_counter)
@@ -79,12 +83,14 @@ def _new_segment(prefix: str, data: memoryview, pooled: bool = False) -> tuple[s
             # write(), not a mapping: the kernel fills fresh pages without a page
             # fault per 4 KiB, which makes a 1080p frame several times cheaper.
             written = 0
-            while written < size:
+            while written < data.nbytes:
                 written += os.write(fd, data[written:])
+            if size > written:
+                os.ftruncate(fd, size)
         except OSError:  # shared memory that cannot be written to (macOS): map it
             os.ftruncate(fd, size)
             with mmap.mmap(fd, size) as mm:
-                mm[:size] = data
+                mm[: data.nbytes] = data
     except BaseException:
         os.close(fd)
         unlink(name)
@@ -93,6 +99,15 @@ def _new_segment(prefix: str, data: memoryview, pooled: bool = False) -> tuple[s
     if pooled:
         recycle.lend(name, size)
     return name, size
+
+
+def size_class(n: int) -> int:
+    """``n`` rounded up to one of eight sizes per doubling (at least a page): pickles
+    of varying length fit segments that are reused, wasting at most an eighth."""
+    if n <= 4096:
+        return 4096
+    step = 1 << max(0, n.bit_length() - 4)
+    return -(-n // step) * step
 
 
 def open_for_writing(name: str, size: int) -> mmap.mmap:
@@ -319,8 +334,9 @@ def bundle(outputs: list[Any], prefix: str) -> Packed:
     """
     header, payload = encode(mark_large(outputs), prefix, reuse=True)
     segments: list[tuple[str, int]] = pickle.loads(header)
-    if len(payload) >= SHM_THRESHOLD:  # the pickle itself goes worker to worker too
-        segments.append(_new_segment(prefix, memoryview(payload)))
+    if SHM_AVAILABLE:  # the pickle goes worker to worker too: the parent sees names only
+        room = size_class(len(payload))
+        segments.append(_new_segment(prefix, memoryview(payload), pooled=True, room=room))
         payload = b""  # no pickle is empty: this says "in the last segment"
     return Packed(segments, payload, len(outputs))
 

@@ -9,6 +9,7 @@ count single items across such an edge.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -179,11 +180,13 @@ def test_large_arrays_inside_bundles_cross_intact() -> None:
     assert pipe.run(range(60), backend=P) == [2 * ((x % 251) + 1) for x in range(60)]
 
 
-def test_a_large_bundle_travels_through_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flowpipe._transport import wire
+@pytest.mark.parametrize("n", [3, 1000])
+def test_a_bundle_travels_through_shared_memory(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Small or large, a bundle's pickle is in a segment: the parent passes on names."""
+    from flowpipe._transport import recycle, wire
 
-    words = [f"{i:0200d}" for i in range(1000)]  # a 200 KB pickle, no large buffer
-    monkeypatch.setattr(wire, "IN_WORKER", True)
+    words = [f"{i:0200d}" for i in range(n)]  # 600 B or 200 KB of pickle, no large buffer
+    monkeypatch.setattr(wire, "IN_WORKER", True)  # bundles are sealed in a worker process
     sealed = wire.bundle(words, "fptest_")
     fields = (sealed.segments, sealed.payload, sealed.count)
     del sealed
@@ -191,10 +194,25 @@ def test_a_large_bundle_travels_through_shared_memory(monkeypatch: pytest.Monkey
     handle = wire.Packed(*fields)
     assert handle.payload == b""  # what the parent forwards is names, not the pickle
     assert len(handle.segments) == 1
+    ((_, size),) = handle.segments
+    assert size == wire.size_class(size)  # one of the sizes that segments are reused at
+    assert size >= len(pickle.dumps(words, protocol=5))
+    assert handle.count == n
     assert handle.unpack() == words
-    small = wire.bundle(words[:3], "fptest_")
-    assert small.segments == []  # a small pickle rides along with the handle
-    assert wire.unbundle([small]) == words[:3]
+    assert wire.unbundle([handle]) == words
+    del handle
+    recycle.forget("fptest_")  # what the worker lent: gone with the test's "run"
+    assert not [s for s in os.listdir("/dev/shm") if s.startswith("fptest_")]
+
+
+def test_size_classes_waste_at_most_an_eighth() -> None:
+    from flowpipe._transport.wire import size_class
+
+    assert size_class(1) == size_class(4096) == 4096
+    for n in [4097, 5000, 65_537, 1_000_000, 123_456_789]:
+        c = size_class(n)
+        assert n <= c <= n * 9 // 8 + 1
+    assert len({size_class(n) for n in range(8193, 16385)}) == 8
 
 
 def test_long_strings_across_bundled_edges() -> None:

@@ -8,7 +8,7 @@ few at a time and the next stage starts on the first while later ones are made.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -59,7 +59,7 @@ def test_without_a_byte_budget_bytes_do_not_count() -> None:
 class Recorded(SliceSizer):
     """A sizer that remembers every size it chose, per stage worker loop."""
 
-    log: list[tuple[float, int | None, int, int]] = []
+    log: ClassVar[list[tuple[float, int | None, int, int]]] = []
 
     def update(self, n: int, seconds: float, nbytes: int = 0) -> None:
         super().update(n, seconds, nbytes)
@@ -93,4 +93,5 @@ def test_thread_stages_have_no_byte_budget(monkeypatch: pytest.MonkeyPatch) -> N
     Recorded.log = []
     out = (stage(make_frame) | stage(corner)).run(range(10))
     assert out == [x % 251 for x in range(10)]
-    assert Recorded.log and all(budget is None for _, budget, *_ in Recorded.log)
+    assert Recorded.log
+    assert all(budget is None for _, budget, *_ in Recorded.log)
