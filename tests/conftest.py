@@ -20,7 +20,7 @@ BACKENDS = ["thread", "process"]
 if importlib.util.find_spec("ray") is not None:  # the extra flowpipe[ray] is installed
     BACKENDS.append("ray")
 SHM_DIR = "/dev/shm"
-SHM_PREFIX = f"fp{os.getpid()}"  # flowpipe's segments of this test process's runs
+SHM_PREFIX = f"fp{os.getpid()}_"  # flowpipe's segments of this test process's runs
 
 
 @pytest.fixture

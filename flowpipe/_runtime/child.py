@@ -20,7 +20,8 @@ Conversation (``wire`` messages on one socket)::
 
 The child ignores SIGINT and lives in its own session: Ctrl-C reaches only the
 parent, which ends its workers. If the parent dies, the lifeline pipe reaches
-end-of-file and a watchdog thread ends this process at once.
+end-of-file and a watchdog thread unlinks the shared-memory segments this
+process made and ends it at once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def _watch_parent(lifeline_fd: int) -> None:
             pass
     except OSError:
         pass
+    from .._transport import recycle
+
+    recycle.unlink_made()  # no one will give our segments back or sweep them
     os._exit(EXIT_PARENT_GONE)  # the parent is gone: no one will read our outputs
 
 

@@ -28,7 +28,7 @@ from .._errors import StageError
 from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
 from .._transport.buffer import Aborted, Channel, payload_bytes
-from .._transport.wire import bundle_count, unpack_items
+from .._transport.wire import bundle_count, owner_prefix, unpack_items
 from .policy import ErrorPolicy
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ SLICE_TARGET_SECONDS = (
 )
 SOURCE_CHUNK = 256
 ASYNC_GROUP_SECONDS = 0.005  # an async stage in a worker process waits this long to fill a group
+
 _run_ids = itertools.count()
 
 
@@ -68,8 +69,10 @@ class RunState:
         # busy worker processes), ``cleanups`` once every worker has left.
         self.on_stop: list[Callable[[], None]] = []
         self.cleanups: list[Callable[[], None]] = []
-        # Names of shared-memory segments of this run start with this.
-        self.prefix = f"fp{os.getpid()}{next(_run_ids)}_"
+        # Names of shared-memory segments of this run start with this; every
+        # run of this process with ``owner_prefix()`` (what a sweep after a
+        # crash of this process removes).
+        self.prefix = f"{owner_prefix(os.getpid())}{next(_run_ids)}_"
         # Set by the process backend: items may be ``wire.Packed`` handles that
         # whatever runs in this process unpacks before use.
         self.packed = False

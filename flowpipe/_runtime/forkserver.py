@@ -19,8 +19,10 @@ it, so that the caller can signal exactly that process (never a reused pid),
 and later with its exit status, once it has reaped it.
 
 The server lives in a session of its own (Ctrl-C reaches only the caller),
-exits when the caller dies (its lifeline), when the caller closes the
-connection, and after ``IDLE_EXIT`` seconds without workers. If it cannot be
+exits when the caller dies (its lifeline; it first waits for the workers to
+exit and sweeps the shared memory of the caller's runs, which nobody else
+would), when the caller closes the connection, and after ``IDLE_EXIT``
+seconds without workers. If it cannot be
 started or dies, workers are booted as fresh interpreters instead.
 """
 
@@ -42,6 +44,7 @@ from . import boot
 
 IDLE_EXIT = 60.0  # seconds without a worker after which the server exits
 START_WAIT = 10.0  # seconds to wait for a fork to be reported
+ORPHAN_WAIT = 3.0  # seconds the workers of a caller that died get to exit before the sweep
 _REPLY = struct.Struct("!Bqq")  # kind, pid, exit code
 _STARTED, _EXITED = 1, 2
 UNKNOWN = 255  # the exit code of a worker whose server ended before reporting it
@@ -59,6 +62,7 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
 
     ctl = socket.socket(fileno=ctl_fd)
     ctl_fd = ctl.fileno()
+    owner = os.getppid()  # the caller: started us with subprocess
     workers: dict[int, int] = {}  # pidfd -> pid: readable once the worker has ended
     idle_since = time.monotonic()
     while True:
@@ -72,11 +76,13 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
             if not workers:
                 idle_since = time.monotonic()
         if lifeline_fd in ready:
-            os._exit(0)  # the caller is gone
+            _owner_gone(workers, owner)
         if ctl_fd in ready:
             message, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 2)
-            if not message:
-                os._exit(0)  # the caller closed the connection
+            if not message:  # the caller closed the connection, or died
+                if os.getppid() != owner:
+                    _owner_gone(workers, owner)
+                os._exit(0)
             cwd, env = pickle.loads(message)
             pid = os.fork()
             if pid == 0:
@@ -88,6 +94,22 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
             socket.send_fds(ctl, [_REPLY.pack(_STARTED, pid, 0)], [pidfd])
         elif not workers and not ready and time.monotonic() - idle_since >= IDLE_EXIT:
             os._exit(0)
+
+
+def _owner_gone(workers: dict[int, int], owner: int) -> None:
+    """The caller died (killed, or it crashed): its workers see their lifelines end
+    and exit; once they have, remove what the caller's runs left in shared memory."""
+    from .._transport import wire
+
+    deadline = time.monotonic() + ORPHAN_WAIT
+    while workers and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(workers), [], [], max(0.0, deadline - time.monotonic()))
+        for pidfd in ready:
+            pid = workers.pop(pidfd)
+            os.close(pidfd)
+            os.waitpid(pid, 0)
+    wire.sweep(wire.owner_prefix(owner))
+    os._exit(0)
 
 
 def _reply(ctl: socket.socket, kind: int, pid: int, code: int) -> None:

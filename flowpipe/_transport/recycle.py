@@ -107,6 +107,21 @@ def discard_free() -> None:
         unlink(name)
 
 
+def unlink_made(wait: float = 1.0) -> None:
+    """The parent died, so nothing made here will be given back: unlink it all (lent
+    and free). The lock is kept, so that no segment is lent after this; the caller
+    exits at once."""
+    from .wire import unlink
+
+    _pool_lock.acquire(timeout=wait)  # a thread stuck holding it must not keep us here
+    try:
+        names = [*_lent, *(name for entries in _free.values() for name, _ in entries)]
+    except RuntimeError:  # changed while we looked (the lock was not had): take what we can
+        names = list(_lent)
+    for name in names:
+        unlink(name)
+
+
 # -- in a worker process: mappings of segments it received -----------------------------
 
 _new_maps: list[tuple[str, weakref.ref[Any]]] = []  # mapped since the last report

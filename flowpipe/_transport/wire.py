@@ -137,6 +137,12 @@ def unlink(name: str) -> None:
         pass
 
 
+def owner_prefix(pid: int) -> str:
+    """The start of the names of every segment of process ``pid``'s runs (a run's
+    prefix is this and the run's number): what to sweep once ``pid`` has died."""
+    return f"fp{pid}_"
+
+
 def sweep(prefix: str) -> int:
     """Unlink every segment whose name starts with ``prefix``; return how many."""
     if not os.path.isdir(SHM_DIR):

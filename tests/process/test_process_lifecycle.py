@@ -163,6 +163,65 @@ def test_workers_of_a_killed_parent_exit_on_their_own(tmp_path: Path) -> None:
     assert wait_gone(_worker_pids(tmp_path), 5.0) == []
 
 
+ENDLESS_FRAMES = """
+import itertools, os, sys, time
+import numpy as np
+import flowpipe
+
+def note_pid():
+    with open("workers.txt", "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+class Make:
+    def __init__(self):
+        note_pid()
+    def __call__(self, i):
+        return np.full((256, 256, 3), i % 251, np.uint8)   # 196 KB: shared memory
+
+class Mark:
+    def __init__(self):
+        note_pid()
+    def __call__(self, frame):
+        time.sleep(0.005)
+        frame[0, 0] = 1
+        return frame
+
+pipe = flowpipe.stage(Make)() | flowpipe.stage(Mark)()   # frames go worker to worker
+print("parent", os.getpid(), flush=True)
+for i, y in enumerate(pipe.iter(itertools.count(), backend="process")):
+    if i == 20:
+        from flowpipe._runtime import forkserver
+        print("server", forkserver.server_pid(), flush=True)
+        print("running", flush=True)
+"""
+
+
+def test_a_killed_parent_leaves_no_shared_memory(tmp_path: Path) -> None:
+    """Frames in flight between two process stages, in buffers and in the workers'
+    free lists, when the parent is killed: the workers unlink what they made, and
+    the fork server sweeps what is left once they are gone."""
+    proc = python(ENDLESS_FRAMES, tmp_path)
+    assert proc.stdout is not None
+    parent = server = None
+    try:
+        for line in proc.stdout:
+            if line.startswith("parent "):
+                parent = int(line.split()[1])
+            if line.startswith("server ") and line.split()[1] != "None":
+                server = int(line.split()[1])
+            if line.strip() == "running":
+                break
+        prefix = f"fp{parent}_"
+        assert [n for n in os.listdir("/dev/shm") if n.startswith(prefix)], "nothing in flight"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    workers = [int(w) for w in (tmp_path / "workers.txt").read_text().split()]
+    assert wait_gone([*workers, *([server] if server else [])], 8.0) == []
+    left = [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    assert left == []
+
+
 def test_large_arrays_cross_through_shared_memory_intact() -> None:
     frames = [np.full((540, 960, 3), i, dtype=np.uint8) for i in range(6)]
 
