@@ -243,7 +243,7 @@ class Packed:
                 else:  # an array here (a thread stage, the run's output) counts as a handle
                     hold([name])
                     weakref.finalize(view.obj, let_go, [name])
-            if not self.payload:  # a large bundle's pickle is in its last segment
+            if not self.payload:  # a bundle: its pickle is in its last segment
                 payload = buffers.pop()
                 try:
                     return pickle.loads(payload, buffers=buffers)

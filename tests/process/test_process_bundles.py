@@ -202,7 +202,7 @@ def test_a_bundle_travels_through_shared_memory(monkeypatch: pytest.MonkeyPatch,
     assert wire.unbundle([handle]) == words
     del handle
     recycle.forget("fptest_")  # what the worker lent: gone with the test's "run"
-    assert not [s for s in os.listdir("/dev/shm") if s.startswith("fptest_")]
+    assert not [s for s in os.listdir(wire.SHM_DIR) if s.startswith("fptest_")]
 
 
 def test_size_classes_waste_at_most_an_eighth() -> None:
@@ -234,7 +234,7 @@ def test_a_bundled_buffer_holds_many_small_bundles_but_few_of_frames() -> None:
     small.carry_bundles(16)
     small.add_producer()
     small.put_many([_FakeBundle(100, 0)])
-    assert small.capacity == 16  # slices of small items: about 80 ms of work
+    assert small.capacity == 16  # bundles of small items: BUNDLES_MIN
     frames = Channel(None, name="frames")
     frames.carry_bundles(16)
     frames.add_producer()

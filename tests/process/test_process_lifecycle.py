@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from flowpipe import stage
+from flowpipe._transport.wire import SHM_DIR
 
 P = "process"
 REPO = Path(__file__).resolve().parents[2]
@@ -212,13 +213,13 @@ def test_a_killed_parent_leaves_no_shared_memory(tmp_path: Path) -> None:
             if line.strip() == "running":
                 break
         prefix = f"fp{parent}_"
-        assert [n for n in os.listdir("/dev/shm") if n.startswith(prefix)], "nothing in flight"
+        assert [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)], "nothing in flight"
     finally:
         proc.kill()
         proc.communicate(timeout=30)
     workers = [int(w) for w in (tmp_path / "workers.txt").read_text().split()]
     assert wait_gone([*workers, *([server] if server else [])], 8.0) == []
-    left = [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    left = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
     assert left == []
 
 
