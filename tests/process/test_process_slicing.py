@@ -15,8 +15,9 @@ import pytest
 
 from flowpipe import stage
 from flowpipe._runtime import engine
-from flowpipe._runtime.engine import SliceSizer
+from flowpipe._runtime.engine import SliceSizer, slice_size
 from flowpipe._runtime.process import PROCESS_SLICE_BYTES, PROCESS_SLICE_SECONDS
+from flowpipe._transport.buffer import Channel
 
 MB = 1 << 20
 
@@ -56,6 +57,20 @@ def test_without_a_byte_budget_bytes_do_not_count() -> None:
     assert grow(SliceSizer(1024, target=0.05), 0.001, 6 * MB) == 50
 
 
+def test_once_the_stream_ends_slices_halve_down_to_one_item() -> None:
+    sizer = SliceSizer(1024, target=0.05)
+    grow(sizer, 0.001, 0)  # 50 to a slice
+    inp = Channel(None)
+    inp.add_producer()
+    inp.put_many(list(range(100)))
+    assert slice_size(sizer, inp) == 50  # the stream goes on: the sizer decides
+    inp.close()
+    sizes = []
+    while (got := inp.take(slice_size(sizer, inp))) is not None:
+        sizes.append(len(got[2]))
+    assert sizes == [50, 25, 13, 6, 3, 2, 1]  # the next stage is never left waiting long
+
+
 class Recorded(SliceSizer):
     """A sizer that remembers every size it chose, per stage worker loop."""
 
@@ -64,6 +79,9 @@ class Recorded(SliceSizer):
     def update(self, n: int, seconds: float, nbytes: int = 0) -> None:
         super().update(n, seconds, nbytes)
         Recorded.log.append((self.target, self.byte_budget, nbytes, self.size))
+        Recorded.taken.append(n)
+
+    taken: ClassVar[list[int]] = []
 
 
 def make_frame(x: int) -> Any:
@@ -95,3 +113,19 @@ def test_thread_stages_have_no_byte_budget(monkeypatch: pytest.MonkeyPatch) -> N
     assert out == [x % 251 for x in range(10)]
     assert Recorded.log
     assert all(budget is None for _, budget, *_ in Recorded.log)
+
+
+def test_the_last_slices_of_a_process_stage_shrink_to_one_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cheap stage soon takes hundreds of items at once; the end of a finite
+    input goes out in halving slices, the very last of them one item."""
+    monkeypatch.setattr(engine, "SliceSizer", Recorded)
+    Recorded.taken = []
+    out = stage(lambda x: x + 1).run(range(3000), backend="process")
+    assert out == [x + 1 for x in range(3000)]
+    taken = Recorded.taken
+    assert max(taken) >= 256, taken
+    assert taken[-1] == 1, taken
+    tail = taken[taken.index(max(taken)) :]
+    assert tail == sorted(tail, reverse=True), taken  # no big slice after the largest
