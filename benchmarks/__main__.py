@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"scenario to run, repeatable: {', '.join(names)} (or 'sleep' for both); default: all; "
         "'realtime' (latency of a 30 fps feed, benchmarks/realtime.py) runs only when named, "
-        f"and so do the process scenarios: {', '.join(PROC_NAMES)} (or 'proc' for all four)",
+        f"and so do the process scenarios: {', '.join(PROC_NAMES)} (or 'proc' for all of them)",
     )
     parser.add_argument(
         "--peer",

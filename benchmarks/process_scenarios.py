@@ -7,7 +7,11 @@ benchmarks --scenario proc``; they run only when named):
   moving items between processes.
 - ``proc-cpu``: 2 stages of about 1 ms of pure-Python work each over 2_000
   items: how much of the ideal 2-core speed-up over the plain loop a row gets,
-  ``(loop time / row time) / 2``.
+  ``(loop time / row time) / 2``. The work is an empty ``for`` loop over a
+  ``range``, whose speed turned out to hang on where the interpreter's objects
+  lie in memory (see ``benchmarks/README.md``), so
+- ``proc-cpu-mixed`` measures the same with a more typical ~1 ms of pure
+  Python in each stage: string keys counted in a dict, with arithmetic.
 - ``proc-frames``: stage 1 makes a 1080p RGB uint8 frame from its number,
   stage 2 marks a few pixels in place and passes the same array on, stage 3
   marks it too and returns a small checksum: 300 frames. Frames per second,
@@ -51,12 +55,14 @@ Fn = Callable[[Any], Any]
 Job = Callable[[], list[Any]]
 
 FAMILY = "proc"
-KINDS = ("trivial", "cpu", "frames", "startup")
+KINDS = ("trivial", "cpu", "cpu-mixed", "frames", "startup")
+CPU_KINDS = frozenset({"cpu", "cpu-mixed"})  # scored as a fraction of the ideal 2-core speed-up
 NAMES = tuple(f"{FAMILY}-{k}" for k in KINDS)
 
 TRIVIAL_N, TRIVIAL_N_QUICK = 100_000, 2_000
 CPU_N, CPU_N_QUICK = 2_000, 40
 PROC_SPIN = 80_000  # loop turns per stage call: about 1 ms of pure Python
+MIXED_TURNS = 4_000  # dict updates per stage call (proc-cpu-mixed): about 1 ms too
 FRAMES_N, FRAMES_N_QUICK = 300, 12
 STARTUP_N = 10
 FRAME_SHAPE = (1080, 1920, 3)
@@ -65,7 +71,7 @@ FRAME_EDGES = 2  # process-to-process edges a frame crosses: stage 1 -> 2 -> 3
 QUEUE_ITEMS = 1024  # bound of each multiprocessing.Queue in the chain (ints, lists)
 FRAME_QUEUE_ITEMS = 8  # the same for frames (and pypeln's maxsize there): 50 MB per queue
 LIST_CHUNK = 64
-RAY_DATA_BATCH = {"trivial": 1024, "cpu": 32}
+RAY_DATA_BATCH = {"trivial": 1024, "cpu": 32, "cpu-mixed": 32}
 
 DEFAULT_REPEAT = 3  # throughput scenarios, when --repeat is not given
 STARTUP_REPEAT = 5  # proc-startup, when --repeat is not given
@@ -89,6 +95,25 @@ def work2(x: int) -> int:
     for _ in range(PROC_SPIN):
         pass
     return x * 2
+
+
+def count_keys(x: int) -> int:
+    """About 1 ms of everyday pure Python: format keys, count them in a dict, add up."""
+    counts: dict[str, int] = {}
+    for i in range(MIXED_TURNS):
+        key = f"k{(i * 31 + x) % 97}"
+        counts[key] = counts.get(key, 0) + i * x
+        if i % 3 == 0:
+            counts[key] ^= len(key)
+    return sum(counts.values()) % 1000
+
+
+def mixed1(x: int) -> int:
+    return x + 1 + count_keys(x) * 0
+
+
+def mixed2(x: int) -> int:
+    return x * 2 + count_keys(x) * 0
 
 
 def make_frame(x: int) -> Any:
@@ -141,6 +166,12 @@ def build_workloads(quick: bool) -> list[Workload]:
             f"2 process stages of ~1 ms pure-Python work, {cpu_n:_} items (2-core scaling)",
             cpu_n,
             (work1, work2),
+        ),
+        Workload(
+            "cpu-mixed",
+            f"2 process stages of ~1 ms of dict and string work, {cpu_n:_} items (2-core scaling)",
+            cpu_n,
+            (mixed1, mixed2),
         ),
         Workload(
             "frames",
@@ -259,7 +290,7 @@ ROWS: tuple[Row, ...] = (
         "ray",
         "Ray actors by hand",
         prep_ray,
-        frozenset({"cpu", "frames", "startup"}),
+        frozenset({"cpu", "cpu-mixed", "frames", "startup"}),
         package="ray",
         ray=True,
     ),
@@ -267,7 +298,7 @@ ROWS: tuple[Row, ...] = (
         "ray.data",
         "Ray Data map_batches",
         prep_ray_data,
-        frozenset({"trivial", "cpu"}),
+        frozenset({"trivial", "cpu", "cpu-mixed"}),
         package="ray",
         ray=True,
     ),
@@ -606,7 +637,7 @@ class WorkloadReport:
             "runs",
             *(f"vs {b}" for b in self.baselines()),
         ]
-        if self.w.kind == "cpu":
+        if self.w.kind in CPU_KINDS:
             headers.append("of ideal 2-core speed-up")
         if frames:
             headers += [
@@ -634,7 +665,7 @@ class WorkloadReport:
             for b in self.baselines():
                 v = self.vs(r.row.key, b)
                 cells.append("-" if v is None else ratio(v))
-            if self.w.kind == "cpu":
+            if self.w.kind in CPU_KINDS:
                 f = self.of_ideal(r.row.key)
                 cells.append("-" if f is None else f"{f:.1%}")
             if frames:
@@ -722,7 +753,7 @@ class WorkloadReport:
                 if peer in self.by_key:
                     targets.append((f"ahead of {peer}", self.vs(key, peer), 1.0, True))
             return targets
-        if self.w.kind == "cpu":
+        if self.w.kind in CPU_KINDS:
             return [(">= 90% of ideal 2-core speed-up", self.of_ideal(key), 0.9, False)]
         if self.w.kind == "frames":
             targets = [(">= 5x mpq/1 frames/s", self.vs(key, "mpq/1"), 5.0, False)]
@@ -849,8 +880,8 @@ def run_workload(
             trials.append((row, job_trial(job, sample=w.kind == "frames")))
     extra: list[str] = []
     copyto = None
-    if w.kind == "cpu":
-        call = stage_call_seconds(work1)
+    if w.kind in CPU_KINDS:
+        call = stage_call_seconds(w.stages[0])
         extra.append(
             f"one stage call takes {call * 1e3:.2f} ms here (median of 200); "
             "of ideal 2-core speed-up = (loop time / row time) / 2"
