@@ -14,11 +14,13 @@ benchmarks --scenario proc``; they run only when named):
   Python in each stage: string keys counted in a dict, with arithmetic.
 - ``proc-frames``: stage 1 makes a 1080p RGB uint8 frame from its number,
   stage 2 marks a few pixels in place and passes the same array on, stage 3
-  marks it too and returns a small checksum: 300 frames. Frames per second,
+  marks it too and returns a small checksum: 1_200 frames. Frames per second,
   the GB/s that crosses between processes (``frames x 6_220_800 bytes x 2``
   process-to-process edges / seconds), that rate as a fraction of a
   single-process ``np.copyto`` of one frame measured in the same run, and the
-  memory of the process tree during each run.
+  memory of the processes each run uses (``MemorySampler``). The run is long
+  enough that its middle third comes after the warm-up (flowpipe's segment
+  pools fill in the first ~0.8 s), so "growth" sees a leak, not the warm-up.
 - ``proc-startup``: 3 stages ``x + 1`` over 10 items: the time from the call
   (processes started in it) to the first result, and to the end (every
   process ended).
@@ -63,7 +65,7 @@ TRIVIAL_N, TRIVIAL_N_QUICK = 100_000, 2_000
 CPU_N, CPU_N_QUICK = 2_000, 40
 PROC_SPIN = 80_000  # loop turns per stage call: about 1 ms of pure Python
 MIXED_TURNS = 4_000  # dict updates per stage call (proc-cpu-mixed): about 1 ms too
-FRAMES_N, FRAMES_N_QUICK = 300, 12
+FRAMES_N, FRAMES_N_QUICK = 1_200, 12  # long enough to pass the warm-up of the segment pools
 STARTUP_N = 10
 FRAME_SHAPE = (1080, 1920, 3)
 FRAME_BYTES = FRAME_SHAPE[0] * FRAME_SHAPE[1] * FRAME_SHAPE[2]  # 6_220_800
@@ -76,8 +78,8 @@ RAY_DATA_BATCH = {"trivial": 1024, "cpu": 32, "cpu-mixed": 32}
 DEFAULT_REPEAT = 3  # throughput scenarios, when --repeat is not given
 STARTUP_REPEAT = 5  # proc-startup, when --repeat is not given
 SLOW_S = 15.0  # a row whose first run takes longer is timed only once
-SAMPLE_S = 0.1  # memory sampling interval (proc-frames)
-TREE_EVERY = 3  # ... and the process tree is found again every 3 samples
+SAMPLE_S = 0.02  # memory sampling interval (proc-frames)
+TREE_EVERY = 5  # ... and the process tree is found again every 5 samples
 GROWTH_FRAMES = 4  # "no growth": the tree's RSS may rise by at most 4 frames over a run
 ORPHAN_GRACE_S = 5.0
 
@@ -375,11 +377,6 @@ def rss(pid: int) -> int:
         return 0
 
 
-def tree_rss(root: int) -> int:
-    """RSS summed over ``root`` and its descendants (a page mapped by two counts twice)."""
-    return sum(rss(p) for p in process_tree(root))
-
-
 def state_and_cmd(pid: int) -> tuple[str, str]:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -408,10 +405,19 @@ class MemoryUse:
 
 
 class MemorySampler:
-    """Samples the RSS of this process's tree every ``SAMPLE_S`` in a thread, during one run."""
+    """Samples the RSS of this process's tree every ``SAMPLE_S`` in a thread, during one run.
 
-    def __init__(self) -> None:
+    Without ``whole_tree``, processes that were already running when the run
+    began (Ray's daemons, a library's helper kept for the session) are left
+    out, except this one: a row is charged with its own processes only. Rows
+    that use Ray count the whole tree, since their work happens in processes
+    started before the run.
+    """
+
+    def __init__(self, whole_tree: bool = False) -> None:
         self.pid = os.getpid()
+        self.whole_tree = whole_tree
+        self.before: set[int] = set()
         self.samples: list[int] = []
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.sample, name="memory-sampler", daemon=True)
@@ -421,21 +427,28 @@ class MemorySampler:
         # dozens of threads): done every TREE_EVERY samples, RSS every sample.
         for k in itertools.count():
             if k % TREE_EVERY == 0:
-                pids = process_tree(self.pid)
+                pids = self.tree()
             self.samples.append(sum(rss(p) for p in pids))
             if self.stopped.wait(SAMPLE_S):
                 return
 
+    def tree(self) -> list[int]:
+        pids = process_tree(self.pid)
+        if self.whole_tree:
+            return pids
+        return [p for p in pids if p == self.pid or p not in self.before]
+
     def __enter__(self) -> MemorySampler:
         self.shm_before = shm_names()
-        self.start = tree_rss(self.pid)
+        self.before = set(process_tree(self.pid))
+        self.start = sum(rss(p) for p in self.tree())
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stopped.set()
         self.thread.join()
-        self.samples.append(tree_rss(self.pid))
+        self.samples.append(sum(rss(p) for p in self.tree()))
         self.shm_after = shm_names()
 
     def use(self) -> MemoryUse:
@@ -488,8 +501,8 @@ def stream_trial(stream: pp.Stream) -> Trial:
     return trial
 
 
-def job_trial(job: Job, sample: bool) -> Trial:
-    """Throughput: the whole run, its memory sampled when ``sample``."""
+def job_trial(job: Job, sample: bool, whole_tree: bool = False) -> Trial:
+    """Throughput: the whole run, its memory sampled when ``sample`` (``MemorySampler``)."""
 
     def trial() -> tuple[float | None, float, list[Any], MemoryUse | None]:
         gc.collect()
@@ -497,7 +510,7 @@ def job_trial(job: Job, sample: bool) -> Trial:
             t0 = time.perf_counter()
             out = job()
             return None, time.perf_counter() - t0, out, None
-        with MemorySampler() as sampler:
+        with MemorySampler(whole_tree) as sampler:
             t0 = time.perf_counter()
             out = job()
             seconds = time.perf_counter() - t0
@@ -877,7 +890,7 @@ def run_workload(
             trials.append((row, stream_trial(stream)))
         else:
             job = row.collect(w) if row.collect is not None else collected(stream)
-            trials.append((row, job_trial(job, sample=w.kind == "frames")))
+            trials.append((row, job_trial(job, sample=w.kind == "frames", whole_tree=row.ray)))
     extra: list[str] = []
     copyto = None
     if w.kind in CPU_KINDS:
@@ -894,7 +907,8 @@ def run_workload(
             "(rows that run the stages fused, or in one process, move none)"
         )
         extra.append(
-            f"memory, the worst run: peak RSS of this process's tree above its start, its growth "
+            f"memory, the worst run: peak RSS of this process and the processes the run started "
+            "(Ray rows: the whole tree) above its start, its growth "
             f"(peak of the last third of the {SAMPLE_S * 1e3:g} ms samples - peak of the middle third), "
             "and entries left in /dev/shm"
         )
