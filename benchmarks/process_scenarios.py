@@ -400,7 +400,7 @@ class MemoryUse:
     """One run: the tree's peak RSS above its start, its growth over the run, /dev/shm left."""
 
     peak: int  # bytes above the RSS of the tree at the start of the run
-    growth: int | None  # peak of the last third of the samples - peak of the middle third
+    growth: int | None  # median of the last third of the samples - median of the middle third
     shm_left: frozenset[str]  # entries of /dev/shm made during the run and still there after it
 
 
@@ -455,7 +455,13 @@ class MemorySampler:
         s = self.samples
         third = len(s) // 3
         # the middle third, not the first: the first holds the processes' start-up
-        growth = max(s[-third:]) - max(s[third:-third]) if third >= 2 else None
+        # Medians, not peaks: a leak moves the whole last third up, while one sample
+        # taken with a few more frames in flight than usual is not growth.
+        growth = (
+            int(statistics.median(s[-third:]) - statistics.median(s[third:-third]))
+            if third >= 2
+            else None
+        )
         return MemoryUse(
             peak=max(s) - self.start,
             growth=growth,
@@ -909,7 +915,7 @@ def run_workload(
         extra.append(
             f"memory, the worst run: peak RSS of this process and the processes the run started "
             "(Ray rows: the whole tree) above its start, its growth "
-            f"(peak of the last third of the {SAMPLE_S * 1e3:g} ms samples - peak of the middle third), "
+            f"(median of the last third of the {SAMPLE_S * 1e3:g} ms samples - median of the middle third), "
             "and entries left in /dev/shm"
         )
     head = header_lines(w, repeat, extra)
