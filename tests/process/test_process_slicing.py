@@ -119,7 +119,11 @@ def test_the_last_slices_of_a_process_stage_shrink_to_one_item(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A cheap stage soon takes hundreds of items at once; the end of a finite
-    input goes out in halving slices, the very last of them one item."""
+    input goes out in halving slices, the very last of them one item.
+
+    Before the input ends the sizer decides (its sizes go up and down a
+    little); once it has ended, a slice takes at most half of what is left,
+    so it is never larger than everything after it, plus one."""
     monkeypatch.setattr(engine, "SliceSizer", Recorded)
     Recorded.taken = []
     out = stage(lambda x: x + 1).run(range(3000), backend="process")
@@ -127,5 +131,5 @@ def test_the_last_slices_of_a_process_stage_shrink_to_one_item(
     taken = Recorded.taken
     assert max(taken) >= 256, taken
     assert taken[-1] == 1, taken
-    tail = taken[taken.index(max(taken)) :]
-    assert tail == sorted(tail, reverse=True), taken  # no big slice after the largest
+    for k in range(len(taken) - 4, len(taken)):
+        assert taken[k] <= sum(taken[k + 1 :]) + 1, taken
