@@ -8,8 +8,8 @@ benchmarks --scenario proc``; they run only when named):
 - ``proc-cpu``: 2 stages of about 1 ms of pure-Python work each over 2_000
   items: how much of the ideal 2-core speed-up over the plain loop a row gets,
   ``(loop time / row time) / 2``. The work is an empty ``for`` loop over a
-  ``range``, whose speed turned out to hang on where the interpreter's objects
-  lie in memory (see ``benchmarks/README.md``), so
+  ``range``, which flowpipe's workers turned out to run slower per call than
+  other processes do, for a reason not found yet (see ``benchmarks/README.md``), so
 - ``proc-cpu-mixed`` measures the same with a more typical ~1 ms of pure
   Python in each stage: string keys counted in a dict, with arithmetic.
 - ``proc-frames``: stage 1 makes a 1080p RGB uint8 frame from its number,
