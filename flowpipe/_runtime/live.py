@@ -29,7 +29,7 @@ from .._errors import GraphError, RunClosed, RunOptionError
 from .._observe.stats import RunStats
 from .._plan.plan import compile_plan
 from .._transport.buffer import Aborted
-from .run import Run, Wired, start_stages
+from .run import CALLER_POLL, Run, Wired, start_stages
 
 In = TypeVar("In", contravariant=True)
 Out = TypeVar("Out")
@@ -69,12 +69,9 @@ class LiveRun(Generic[In, Out]):
             self._putting += 1
         try:
             first, *others = self._entry.targets
-            if timeout is None:
-                first.put(item)
-            else:
-                first.put_many((item,), timeout)
+            first.put_many((item,), timeout, poll=CALLER_POLL)
             for channel in others:  # the pipeline starts with a fan-out
-                channel.put(item)
+                channel.put_many((item,), poll=CALLER_POLL)
         except Aborted:
             self._raise_if_over()
             raise RunClosed("the live run was stopped") from None

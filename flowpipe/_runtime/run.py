@@ -35,6 +35,9 @@ from .thread import start_thread
 Out = TypeVar("Out")
 logger = logging.getLogger("flowpipe")
 JOIN_TIMEOUT = 2.0  # seconds close() waits in all for workers to leave
+# The caller's waits (next(), put() on a live run) look again this often, so a
+# Ctrl-C that lands just before one starts is raised now, not at the next output.
+CALLER_POLL = 0.1
 
 
 class _Builder:
@@ -160,7 +163,7 @@ class Run(Generic[Out]):
         if self._closed:
             return None
         try:
-            got = self._output.take(MAX_SLICE, give_up_at=give_up_at)
+            got = self._output.take(MAX_SLICE, give_up_at=give_up_at, poll=CALLER_POLL)
         except Aborted:
             got = None
         except TimeoutError:  # get(timeout=...): nothing came in time; the run goes on

@@ -157,12 +157,15 @@ class Channel:
                 return
         self.put_many((item,))
 
-    def put_many(self, items: Sequence[Any], timeout: float | None = None) -> None:
+    def put_many(
+        self, items: Sequence[Any], timeout: float | None = None, poll: float | None = None
+    ) -> None:
         """Append items in order; block, drop the oldest or drop the newest when full.
 
         With ``timeout``, a blocked put gives up after that many seconds and
         raises ``TimeoutError``; the items before the one that found no room
-        stay put (a single item is either put or not).
+        stay put (a single item is either put or not). With ``poll``, a wait
+        lasts at most that long before it looks again (see ``take``).
         """
         if self._auto and items:
             self.capacity = auto_capacity(items[0])
@@ -184,6 +187,8 @@ class Channel:
                             wait = give_up_at - time.perf_counter()
                             if wait <= 0:
                                 raise TimeoutError(f"no room in the buffer of {self.name!r}")
+                        if poll is not None:
+                            wait = poll if wait is None else min(wait, poll)
                         self._putters += 1
                         self._not_full.wait(wait)
                         self._putters -= 1
@@ -239,6 +244,7 @@ class Channel:
         min_n: int = 1,
         timeout: float | None = None,
         give_up_at: float | None = None,
+        poll: float | None = None,
     ) -> tuple[int, int, list[Any]] | None:
         """Take a slice ``(seq, offset, items)``; ``None`` at end of stream.
 
@@ -247,6 +253,12 @@ class Channel:
         first item arrived (a batch's ``batch_timeout``). With ``give_up_at``
         (a ``time.perf_counter()`` instant), waiting past it for a first item
         raises ``TimeoutError`` (a live run's ``get(timeout=...)``).
+
+        With ``poll``, no single wait lasts longer than that: the caller's
+        thread comes back to Python now and then, so a Ctrl-C that arrived just
+        before it went to sleep (CPython only runs signal handlers between
+        bytecodes, and a signal that lands before the lock wait does not
+        interrupt it) is raised within ``poll`` seconds, not at the next item.
         """
         with self._lock:
             while True:
@@ -266,6 +278,8 @@ class Channel:
                     wait = give_up_at - time.perf_counter()
                     if wait <= 0:
                         raise TimeoutError(f"nothing arrived in {self.name!r} in time")
+                if poll is not None:
+                    wait = poll if wait is None else min(wait, poll)
                 self._getters += 1
                 self._not_empty.wait(wait)
                 self._getters -= 1

@@ -7,14 +7,19 @@ so the same gates work in threads and in worker processes.
 
 from __future__ import annotations
 
+import _thread
+import os
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import FileGate
 
-from flowpipe import GraphError, RunClosed, RunOptionError, Stage, StageError, stage
+import flowpipe
+from flowpipe import GraphError, LiveRun, RunClosed, RunOptionError, Stage, StageError, stage
 
 GATE_TIMEOUT = 10.0
 
@@ -141,6 +146,65 @@ def test_put_with_a_timeout_on_a_full_blocking_buffer(backend: str, tmp_path: Pa
         live.close()
         assert list(live) == accepted  # the item that timed out was not put
         assert live.stats["held"].dropped == 0
+
+
+def _blocked_in_put(thread_id: int) -> bool:
+    """True when a thread waits inside ``LiveRun.put``, below flowpipe (in a lock)."""
+    frame = sys._current_frames().get(thread_id)
+    package = os.path.dirname(os.path.abspath(flowpipe.__file__))
+    if frame is None or os.path.abspath(frame.f_code.co_filename).startswith(package):
+        return False
+    while frame is not None:
+        if frame.f_code.co_name == "put" and isinstance(frame.f_locals.get("self"), LiveRun):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def live_put_all(live: LiveRun[int, int], items: range) -> None:
+    for i in items:
+        live.put(i)
+
+
+def test_a_ctrl_c_that_does_not_wake_a_blocked_put_is_still_raised(
+    backend: str, tmp_path: Path
+) -> None:
+    """As for ``next()`` (see test_stopping): a Ctrl-C scheduled while ``put``
+    waits for room, without an OS signal to wake it, is raised by the put, which
+    stops the run; the stage holding the buffer full is released only after."""
+    first, begun, release = held(tmp_path, buffer=1)
+    main = threading.main_thread().ident
+    assert main is not None
+    raised_before_release = threading.Event()
+
+    def interrupt_when_blocked() -> None:
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while time.monotonic() < deadline:  # polls a condition; no timing is assumed
+            if _blocked_in_put(main):
+                _thread.interrupt_main()
+                break
+            time.sleep(0.001)
+        while time.monotonic() < deadline:
+            if not _blocked_in_put(main):
+                raised_before_release.set()
+                break
+            time.sleep(0.001)
+        release.open()
+
+    live = first.start(backend=backend)
+    live.put(0)
+    assert begun.wait()  # the stage holds item 0; a put or two later there is no room
+    interrupter = threading.Thread(target=interrupt_when_blocked, name="test-interrupter")
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            live_put_all(live, range(1, 10_000))
+    finally:
+        release.open()
+        interrupter.join()
+    assert raised_before_release.is_set(), "the interrupt waited for room in the buffer"
+    with pytest.raises(RunClosed):
+        live.put(0)  # the interrupt stopped the run
 
 
 # -- overflow policies ---------------------------------------------------------------------
