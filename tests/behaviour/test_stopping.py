@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -149,13 +149,33 @@ def _outside_flowpipe(frame: FrameType | None) -> bool:
     return frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(package)
 
 
+def _send_sigint(main: int) -> None:
+    """A real SIGINT to the main thread: it wakes a thread blocked in a lock."""
+    signal.pthread_kill(main, signal.SIGINT)
+
+
+def _schedule_sigint(main: int) -> None:
+    """The handler scheduled with no OS signal, as when a SIGINT lands just before
+    the thread goes to sleep: CPython notes it and runs the handler at the next
+    bytecode, and nothing wakes the thread."""
+    _thread.interrupt_main()
+
+
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs POSIX signals")
-def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str, tmp_path: Path) -> None:
-    """A real SIGINT while the caller is blocked in ``next()`` and a stage is busy."""
+@pytest.mark.parametrize("interrupt", [_send_sigint, _schedule_sigint], ids=["signal", "scheduled"])
+def test_ctrl_c_while_waiting_for_an_output_stops_everything(
+    backend: str, tmp_path: Path, interrupt: Callable[[int], None]
+) -> None:
+    """Ctrl-C while the caller is blocked in ``next()`` and a stage is busy.
+
+    The only output the caller waits for is held until the interrupt was raised
+    (or for ``GATE_TIMEOUT``): the caller's wait must come back to Python by
+    itself, not only when the next output arrives."""
     assert threading.current_thread() is threading.main_thread()
     main = threading.main_thread().ident
     assert main is not None
     sent = threading.Event()
+    raised_before_the_gate = threading.Event()
     gate = FileGate(tmp_path / "gate")
 
     def interrupt_when_blocked() -> None:
@@ -163,7 +183,7 @@ def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str, tmp_p
         while time.monotonic() < deadline:  # polls a condition; no timing is assumed
             frame = sys._current_frames().get(main)
             if "__next__" in _run_methods_on_stack(frame) and _outside_flowpipe(frame):
-                signal.pthread_kill(main, signal.SIGINT)  # blocked below Run.__next__
+                interrupt(main)  # blocked below Run.__next__
                 sent.set()
                 break
             time.sleep(0.001)
@@ -172,6 +192,7 @@ def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str, tmp_p
         while time.monotonic() < deadline:
             methods = _run_methods_on_stack(sys._current_frames().get(main))
             if "close" in methods or "__next__" not in methods:
+                raised_before_the_gate.set()
                 break
             time.sleep(0.001)
         gate.open()
@@ -194,60 +215,8 @@ def test_ctrl_c_while_waiting_for_an_output_stops_everything(backend: str, tmp_p
         gate.open()
         interrupter.join()
     assert sent.is_set()
-    # ``run`` is still referenced: the interrupt itself must have stopped the run
-    assert still_running(before | {interrupter}) == []
-    del run
-
-
-def test_a_ctrl_c_that_does_not_wake_the_caller_is_still_raised(
-    backend: str, tmp_path: Path
-) -> None:
-    """A SIGINT that lands just before the caller goes to sleep does not wake it:
-    CPython notes it and runs the handler at the next bytecode. The caller's wait
-    must come back to Python by itself, not only when the next output arrives.
-
-    ``_thread.interrupt_main()`` schedules the handler exactly so (no OS signal),
-    while the only output the caller waits for is held until the interrupt was
-    raised, or for ``GATE_TIMEOUT``."""
-    main = threading.main_thread().ident
-    assert main is not None
-    gate = FileGate(tmp_path / "gate")
-    raised_before_the_gate = threading.Event()
-
-    @stage
-    def busy(x: int) -> int:
-        if x == 1:
-            gate.wait()
-        return x
-
-    def interrupt_when_blocked() -> None:
-        deadline = time.monotonic() + GATE_TIMEOUT
-        while time.monotonic() < deadline:  # polls a condition; no timing is assumed
-            frame = sys._current_frames().get(main)
-            if "__next__" in _run_methods_on_stack(frame) and _outside_flowpipe(frame):
-                _thread.interrupt_main()
-                break
-            time.sleep(0.001)
-        while time.monotonic() < deadline and not raised_before_the_gate.is_set():
-            methods = _run_methods_on_stack(sys._current_frames().get(main))
-            if "close" in methods or "__next__" not in methods:
-                raised_before_the_gate.set()
-                break
-            time.sleep(0.001)
-        gate.open()
-
-    before = set(threading.enumerate())
-    run = busy.iter(itertools.count(), backend=backend)
-    interrupter = threading.Thread(target=interrupt_when_blocked, name="test-interrupter")
-    interrupter.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            for _ in run:
-                pass
-    finally:
-        gate.open()
-        interrupter.join()
     assert raised_before_the_gate.is_set(), "the interrupt waited for the next output"
+    # ``run`` is still referenced: the interrupt itself must have stopped the run
     assert still_running(before | {interrupter}) == []
     del run
 
