@@ -33,10 +33,15 @@ def still_running(threads_before: set[threading.Thread]) -> list[str]:
     """Join what the run started (threads, child processes); name whatever outlives the deadline."""
     deadline = time.monotonic() + STOP_WITHIN
     for t in set(threading.enumerate()) - threads_before:
-        t.join(max(0.0, deadline - time.monotonic()))
+        if t.name != "flowpipe-forkserver":
+            t.join(max(0.0, deadline - time.monotonic()))
     for p in multiprocessing.active_children():
         p.join(max(0.0, deadline - time.monotonic()))
-    left = [t.name for t in set(threading.enumerate()) - threads_before if t.is_alive()]
+    left = [
+        t.name
+        for t in set(threading.enumerate()) - threads_before
+        if t.is_alive() and t.name != "flowpipe-forkserver"  # once per program, not per run
+    ]
     return left + [f"process {p.pid}" for p in multiprocessing.active_children()]
 
 
