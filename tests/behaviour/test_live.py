@@ -148,17 +148,20 @@ def test_put_with_a_timeout_on_a_full_blocking_buffer(backend: str, tmp_path: Pa
         assert live.stats["held"].dropped == 0
 
 
-def _blocked_in_put(thread_id: int) -> bool:
-    """True when a thread waits inside ``LiveRun.put``, below flowpipe (in a lock)."""
+def _live_run_methods(thread_id: int) -> tuple[list[str], bool]:
+    """The ``LiveRun`` methods a thread is inside (innermost first), and whether
+    its innermost frame is outside flowpipe (it waits in a lock)."""
     frame = sys._current_frames().get(thread_id)
     package = os.path.dirname(os.path.abspath(flowpipe.__file__))
-    if frame is None or os.path.abspath(frame.f_code.co_filename).startswith(package):
-        return False
+    waiting = frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(
+        package
+    )
+    names = []
     while frame is not None:
-        if frame.f_code.co_name == "put" and isinstance(frame.f_locals.get("self"), LiveRun):
-            return True
+        if isinstance(frame.f_locals.get("self"), LiveRun):
+            names.append(frame.f_code.co_name)
         frame = frame.f_back
-    return False
+    return names, waiting
 
 
 def live_put_all(live: LiveRun[int, int], items: range) -> None:
@@ -180,12 +183,15 @@ def test_a_ctrl_c_that_does_not_wake_a_blocked_put_is_still_raised(
     def interrupt_when_blocked() -> None:
         deadline = time.monotonic() + GATE_TIMEOUT
         while time.monotonic() < deadline:  # polls a condition; no timing is assumed
-            if _blocked_in_put(main):
+            methods, waiting = _live_run_methods(main)
+            if "put" in methods and waiting:
                 _thread.interrupt_main()
                 break
             time.sleep(0.001)
+        # The interrupt was raised once the put is stopping the run, or has left.
         while time.monotonic() < deadline:
-            if not _blocked_in_put(main):
+            methods, _ = _live_run_methods(main)
+            if "stop" in methods or "put" not in methods:
                 raised_before_release.set()
                 break
             time.sleep(0.001)
