@@ -49,12 +49,13 @@ class WorkerCounters:
         self, items_in: int, items_out: int, calls: int, t0: float, t1: float, t2: float, t3: float
     ) -> None:
         """Count one slice: waited for from ``t0``, taken at ``t1``, called until ``t2``,
-        its outputs handed on by ``t3`` (``perf_counter()`` readings)."""
+        its outputs handed on by ``t3`` (``perf_counter()`` readings). Shares are of
+        the time from the first input on, so the wait for that input does not count."""
         self.items_in += items_in
         self.items_out += items_out
         self.calls += calls
         self.record_latency(t2 - t1, calls)
-        self.waiting += t1 - t0
+        self.waiting += t1 - (t0 if self.started is None else max(t0, self.started))
         self.busy += t2 - t1
         self.blocked += t3 - t2
 

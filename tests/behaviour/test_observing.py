@@ -63,6 +63,27 @@ def test_stats_give_every_field_of_each_stage(backend: str) -> None:
     assert row["buffer_peak"] >= 1
 
 
+def test_shares_leave_out_the_wait_for_the_first_input(backend: str) -> None:
+    """Busy, waiting and blocked split each worker's time from its first input on:
+    a slow start of the source is not counted as waiting."""
+
+    def slow_start() -> Iterator[int]:
+        time.sleep(0.3)  # the source takes a while to produce its first item
+        yield from range(10)
+
+    @stage
+    def nap(x: int) -> int:
+        time.sleep(0.005)  # the work
+        return x
+
+    with nap.iter(slow_start(), backend=backend) as run:
+        assert list(run) == list(range(10))
+    s = run.stats["nap"]
+    total = s.busy_share + s.waiting_share + s.blocked_share
+    assert s.waiting_s < 0.3, str(run.stats)
+    assert total <= 1.001, str(run.stats)
+
+
 def test_stats_are_live_while_the_run_goes_on_and_final_after(backend: str) -> None:
     more = threading.Event()
 
@@ -142,7 +163,7 @@ def test_following_the_advice_makes_the_run_faster() -> None:
 
 def test_no_advice_for_a_balanced_pipeline(backend: str) -> None:
     def nap(x: int) -> int:
-        time.sleep(0.003)  # every stage does the same work
+        time.sleep(0.01)  # every stage does the same work, long next to a call's overhead
         return x
 
     pipe = stage(nap, name="a") | stage(nap, name="b") | stage(nap, name="c")
