@@ -24,8 +24,10 @@ starts with the run's prefix, and the run sweeps that prefix when it ends
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib
 import itertools
+import logging
 import mmap
 import os
 import pickle
@@ -54,6 +56,24 @@ _counter_lock = threading.Lock()
 
 class WireError(Exception):
     """An object could not be encoded or decoded; ``__cause__`` says why."""
+
+
+class _NoRoom(Exception):
+    """Shared memory is full: the buffer travels in band (through the socket) instead."""
+
+
+_no_room_told = False
+
+
+def _tell_no_room() -> None:
+    global _no_room_told
+    if not _no_room_told:
+        _no_room_told = True
+        logging.getLogger("flowpipe").warning(
+            "flowpipe: shared memory (%s) is full; large buffers now travel through "
+            "pipes, which is slower (a container may need a larger --shm-size)",
+            SHM_DIR,
+        )
 
 
 def _shm() -> Any:
@@ -85,9 +105,12 @@ def _new_segment(
             written = 0
             while written < data.nbytes:
                 written += os.write(fd, data[written:])
-            if size > written:
-                os.ftruncate(fd, size)
-        except OSError:  # shared memory that cannot be written to (macOS): map it
+            if size > written:  # back every page, so a mapping never faults when full
+                _allocate(fd, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # a full /dev/shm: never map it (SIGBUS)
+                raise _NoRoom from exc
+            # shared memory that cannot be written to (macOS): map it
             os.ftruncate(fd, size)
             with mmap.mmap(fd, size) as mm:
                 mm[: data.nbytes] = data
@@ -99,6 +122,18 @@ def _new_segment(
     if pooled:
         recycle.lend(name, size)
     return name, size
+
+
+def _allocate(fd: int, size: int) -> None:
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        try:
+            allocate(fd, 0, size)
+            return
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+    os.ftruncate(fd, size)
 
 
 def size_class(n: int) -> int:
@@ -342,8 +377,11 @@ def bundle(outputs: list[Any], prefix: str) -> Packed:
     segments: list[tuple[str, int]] = pickle.loads(header)
     if SHM_AVAILABLE:  # the pickle goes worker to worker too: the parent sees names only
         room = size_class(len(payload))
-        segments.append(_new_segment(prefix, memoryview(payload), pooled=True, room=room))
-        payload = b""  # no pickle is empty: this says "in the last segment"
+        try:
+            segments.append(_new_segment(prefix, memoryview(payload), pooled=True, room=room))
+            payload = b""  # no pickle is empty: this says "in the last segment"
+        except _NoRoom:
+            _tell_no_room()  # the pickle stays in band
     return Packed(segments, payload, len(outputs))
 
 
@@ -461,7 +499,11 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
             segments.append(known)
         else:
             pooled = reuse and (IN_WORKER or recycle.pooling(prefix))
-            segments.append(_new_segment(prefix, raw, pooled=pooled))
+            try:
+                segments.append(_new_segment(prefix, raw, pooled=pooled))
+            except _NoRoom:
+                _tell_no_room()
+                return True  # pickled in band, through the socket
             made.append(segments[-1][0])
         return False
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -149,3 +153,65 @@ def test_frames_changed_in_place_along_a_chain_arrive_intact() -> None:
     out = fanned.run(range(20), backend=P)
     assert [int(f[0, 0, 0]) for f, _ in out] == [(i % 200) + 1 for i in range(20)]
     assert [p for _, p in out] == [i % 200 for i in range(20)]
+
+
+def test_a_full_shared_memory_sends_buffers_in_band(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A full /dev/shm (a container's default 64 MB) refuses the write: the buffer
+    # must then travel in the pickle, never through a mapping (which would die
+    # of SIGBUS), and no segment may be left behind.
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    big = np.arange(100_000, dtype=np.int64)
+    monkeypatch.setattr(wire, "_no_room_told", False)
+    monkeypatch.setattr(os, "write", full)
+    with caplog.at_level(logging.WARNING, logger="flowpipe"):
+        header, payload = wire.encode([big], "fptest_")
+        packed = wire.bundle([big, "small"], "fptest_")
+    monkeypatch.undo()
+    assert list(wire.segment_names(header)) == []
+    assert len(payload) > big.nbytes  # the array is in the pickle
+    assert np.array_equal(wire.decode(header, payload)[0], big)
+    assert packed.segments == []  # the bundle's pickle stayed in band
+    assert packed.payload
+    back = packed.unpack()
+    assert np.array_equal(back[0], big)
+    assert back[1] == "small"
+    assert [r.getMessage().count("is full") for r in caplog.records] == [1]  # told once
+
+
+def test_frames_cross_a_small_shared_memory_intact() -> None:
+    # A real 16 MB /dev/shm in a private mount namespace (needs the right to make
+    # one: root on Linux); frames of 6 MB fill it at once.
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=16m tmpfs /dev/shm"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a private /dev/shm here")
+    script = (
+        "import numpy as np\n"
+        "from flowpipe import stage\n"
+        "frames = [np.full((1080, 1920, 3), i, dtype=np.uint8) for i in range(12)]\n"
+        "out = (stage(lambda f: f + 1, workers=2) | stage(lambda f: int(f[5, 5, 0])))"
+        ".run(frames, backend='process')\n"
+        "assert out == list(range(1, 13)), out\n"
+        "import os; print(len(os.listdir('/dev/shm')))\n"
+    )
+    done = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=16m tmpfs /dev/shm && exec "{sys.executable}" -c "$0"',
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0"]  # nothing left in that /dev/shm
