@@ -198,13 +198,24 @@ class _SharedBytes:
         self.kind = kind
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        return (_rebuild_bytes, (pickle.PickleBuffer(self.data), self.kind))
+        if self.kind == "bytes":
+            return (_rebuild_bytes, (pickle.PickleBuffer(self.data), self.kind))
+        view: memoryview = self.data
+        return (_rebuild_bytes, (pickle.PickleBuffer(view), self.kind, view.format, view.shape))
 
 
-def _rebuild_bytes(buffer: Any, kind: str) -> Any:
+def _rebuild_bytes(
+    buffer: Any, kind: str, fmt: str = "B", shape: tuple[int, ...] | None = None
+) -> Any:
     if kind == "bytes":
         return bytes(buffer)  # bytes own their memory: one copy out of the segment
-    return memoryview(buffer)
+    view = memoryview(buffer).cast("B")  # the buffer arrives as flat bytes
+    if fmt == "B" and (shape is None or len(shape) == 1):
+        return view
+    try:
+        return view.cast(fmt, shape)  # the format and shape it was sent with
+    except (TypeError, ValueError):  # a format cast() does not take (not native)
+        return view
 
 
 def _wrap(x: Any) -> Any:
