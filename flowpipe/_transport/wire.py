@@ -213,7 +213,8 @@ def _rebuild_bytes(
     if fmt == "B" and (shape is None or len(shape) == 1):
         return view
     try:
-        return view.cast(fmt, shape)  # the format and shape it was sent with
+        cast: Any = view.cast  # its overloads want a literal format
+        return cast(fmt, shape)  # the format and shape it was sent with
     except (TypeError, ValueError):  # a format cast() does not take (not native)
         return view
 

@@ -220,8 +220,11 @@ def test_frames_cross_a_small_shared_memory_intact() -> None:
 def test_a_large_memoryview_keeps_its_format_and_shape() -> None:
     floats = np.arange(100_000, dtype=np.float32)
     pixels = np.arange(300 * 400 * 3, dtype=np.uint8).reshape(300, 400, 3)
-    views = stage(lambda k: memoryview(floats if k == 0 else pixels), name="view")
-    flat, image = views.run([0, 1], backend=P)
+
+    def view(k: int) -> memoryview:
+        return floats.data if k == 0 else pixels.data  # memoryviews of the arrays
+
+    flat, image = stage(view).run([0, 1], backend=P)
     assert (flat.format, flat.shape) == ("f", (100_000,))
     assert flat[12_345] == 12_345.0
     assert (image.format, image.shape) == ("B", (300, 400, 3))
