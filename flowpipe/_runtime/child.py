@@ -124,7 +124,7 @@ def serve(conn: Connection) -> int:
                 del answer
             except wire.WireError as exc:  # an output that cannot be pickled
                 cause = exc.__cause__ or exc
-                wire.send(conn, error_reply(label, offset, None, cause, "output"), None)
+                wire.send(conn, error_reply(label, None, None, cause, "output"), None)
                 return 1
     finally:
         server.close()

@@ -150,7 +150,8 @@ class WorkerProcess:
             for name in released:  # not given back: nobody will use them
                 wire.unlink(name)
             if isinstance(exc, wire.WireError):
-                raise unsendable_error(self.label, items, offset, exc, WHAT) from None
+                err = unsendable_error(self.label, items, offset, exc, WHAT)
+                raise err from err.__cause__  # the refusal, with pickle's error as its cause
             if isinstance(exc, OSError):
                 raise WorkerDied() from exc
             raise
@@ -162,11 +163,12 @@ class WorkerProcess:
         except (EOFError, OSError) as exc:
             raise WorkerDied() from exc
         except wire.WireError as exc:
-            failure = RemoteFailure(
-                f"an output of the worker process cannot be rebuilt here: {exc}"
+            failure = RemoteFailure(  # which output of the slice: not known
+                f"an output (of the slice from input #{offset} on) of the worker "
+                f"process cannot be rebuilt here: {exc}"
             )
             failure.__cause__ = exc.__cause__
-            err = StageError(self.label, offset, cause=failure)
+            err = StageError(self.label, None, cause=failure)
             raise err from failure
         if reply[0] == "error":
             raise error_from_reply(reply, offset, WHAT)

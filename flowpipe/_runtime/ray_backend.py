@@ -349,7 +349,8 @@ class RayWorker:
         try:
             self.calls.append(self.actor.call.options(num_returns=2).remote(items, offset, *refs))
         except Exception as exc:  # an item Ray cannot serialise
-            raise unsendable_error(self.label, items, offset, exc, WHAT) from None
+            err = unsendable_error(self.label, items, offset, exc, WHAT)
+            raise err from err.__cause__  # the refusal, with pickle's error as its cause
 
     def reply(self, offset: int) -> tuple[Any, ...]:
         reply_ref, large_ref = self.calls.popleft()  # an actor runs its calls in order

@@ -93,7 +93,7 @@ class SliceServer:
             cause = err.__cause__ if err.__cause__ is not None else err
             return error_reply(self.label, err.index, err.item, cause)
         except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
-            return error_reply(self.label, offset, None, exc)
+            return error_reply(self.label, None, None, exc)  # which item: not known here
         c = self.counters
         reply = ("ok", outputs, c.errors, c.retries, c.skipped)
         c.errors = c.retries = c.skipped = 0
@@ -139,10 +139,17 @@ def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageEr
     except Exception:  # the exception class cannot be rebuilt here: keep its text
         cause = RemoteFailure(summary)
     if what == "input":
-        failure = RemoteFailure(f"an input could not be rebuilt in the {where}: {summary}")
-        index, item = offset, None
-    elif what == "output":
-        failure = RemoteFailure(f"an output cannot be sent back from the {where}: {summary}")
+        failure = RemoteFailure(  # which input of the slice: not known
+            f"an input (of the slice from input #{offset} on) could not be rebuilt "
+            f"in the {where}: {summary}"
+        )
+        index, item = None, None
+    elif what == "output":  # which output of the slice: not known
+        failure = RemoteFailure(
+            f"an output (of the slice from input #{offset} on) cannot be sent back "
+            f"from the {where}: {summary}"
+        )
+        index = None
     else:
         failure = cause
     if failure is not cause:

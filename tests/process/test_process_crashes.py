@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,31 @@ def test_a_stage_cloudpickle_cannot_ship_fails_at_start_naming_it() -> None:
 
 
 def test_an_output_that_cannot_be_sent_names_the_stage() -> None:
-    with pytest.raises(StageError, match="output cannot be sent") as info:
+    with pytest.raises(StageError, match="cannot be sent back") as info:
         stage(lambda x: threading.Lock(), name="locker").run([1, 2], backend=P)
     assert info.value.stage == "locker"
+
+
+def test_an_output_that_cannot_be_sent_blames_no_other_input() -> None:
+    # The slice is pickled as a whole: which of its outputs failed is not known,
+    # so no input is named (it used to name the slice's first input, a good one).
+    def lock_at_700(x: int) -> Any:
+        return threading.Lock() if x == 700 else x
+
+    with pytest.raises(StageError, match=r"slice from input #\d+ on") as info:
+        stage(lock_at_700, name="locker").run(range(1000), backend=P)
+    assert (info.value.stage, info.value.index, info.value.item) == ("locker", None, None)
+
+
+def test_a_stage_that_exits_names_no_input() -> None:
+    def leave(x: int) -> int:
+        if x == 700:
+            sys.exit(3)
+        return x
+
+    with pytest.raises(StageError, match="SystemExit") as info:
+        stage(leave, name="leaver").run(range(1000), backend=P)
+    assert (info.value.stage, info.value.index) == ("leaver", None)
 
 
 def test_an_input_that_cannot_be_sent_names_the_stage_and_position() -> None:
@@ -139,6 +162,8 @@ def test_an_input_that_cannot_be_sent_names_the_stage_and_position() -> None:
     with pytest.raises(StageError, match="input cannot be sent") as info:
         stage(lambda x: x, name="receiver").run(items, backend=P)
     assert (info.value.stage, info.value.index) == ("receiver", 2)
+    assert info.value.__cause__ is not None  # pickle's refusal, as documented
+    assert "lock" in str(info.value.__cause__.__cause__).lower()
 
 
 def _refuse_here(pid: int) -> object:
@@ -165,7 +190,7 @@ def test_an_input_that_cannot_be_unpickled_in_the_worker_names_the_stage() -> No
         def __reduce__(self) -> tuple[Any, ...]:
             return (_refuse_unless, (me,))
 
-    with pytest.raises(StageError, match="input could not be rebuilt") as info:
+    with pytest.raises(StageError, match="could not be rebuilt") as info:
         stage(lambda x: x, name="picky").run([1, NotInWorkers()], backend=P)
     assert info.value.stage == "picky"
 
