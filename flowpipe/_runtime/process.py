@@ -52,6 +52,7 @@ from .remote import (
     RemoteWorker,
     WorkerDied,
     error_from_reply,
+    of_slice,
     unsendable_error,
     wait_with_grace,
 )
@@ -164,7 +165,7 @@ class WorkerProcess:
             raise WorkerDied() from exc
         except wire.WireError as exc:
             failure = RemoteFailure(  # which output of the slice: not known
-                f"an output (of the slice from input #{offset} on) of the worker "
+                f"an output ({of_slice(offset)}) of the worker "
                 f"process cannot be rebuilt here: {exc}"
             )
             failure.__cause__ = exc.__cause__

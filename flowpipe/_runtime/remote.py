@@ -130,6 +130,11 @@ def wait_with_grace(
                 stop_seen = float("inf")
 
 
+def of_slice(offset: int) -> str:
+    """How an error names a slice whose failing item is not known."""
+    return f"of the slice from input #{offset} on"
+
+
 def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageError:
     """Rebuild a worker's error: the original exception as ``__cause__``, its traceback text."""
     _, label, index, item, exc_bytes, summary, text, what = reply
@@ -140,14 +145,12 @@ def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageEr
         cause = RemoteFailure(summary)
     if what == "input":
         failure = RemoteFailure(  # which input of the slice: not known
-            f"an input (of the slice from input #{offset} on) could not be rebuilt "
-            f"in the {where}: {summary}"
+            f"an input ({of_slice(offset)}) could not be rebuilt in the {where}: {summary}"
         )
         index, item = None, None
     elif what == "output":  # which output of the slice: not known
         failure = RemoteFailure(
-            f"an output (of the slice from input #{offset} on) cannot be sent back "
-            f"from the {where}: {summary}"
+            f"an output ({of_slice(offset)}) cannot be sent back from the {where}: {summary}"
         )
         index = None
     else:
