@@ -12,9 +12,13 @@ Conversation (``wire`` messages on one socket)::
     sys.path            ───────────────►
     (label, stage, prefix, bundle_out) ►    build the callable (a class stage's instance)
                         ◄───────────────    ("ready",) | ("error", ...)
-    ("call", items, offset, bundled, released)
+    ("call", items, offset, bundled, released, skip)
                         ───────────────►    SliceCaller.call(items, offset)
-                        ◄───────────────    ("ok", outputs, errors, retries, skipped, (held, dropped))
+                        ◄───────────────    a generator stage, while it runs:
+                                            ("part", outputs, (held, dropped))
+    ("more",)           ───────────────►    (one per part: at most PARTS_AHEAD unanswered)
+                        ◄───────────────    ("ok", outputs, errors, retries, skipped, left,
+                                                   (held, dropped))
                                             | ("error", ...)
     ("close",)          ───────────────►    stage.close(); exit 0
 
@@ -35,6 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 EXIT_PARENT_GONE = 70
+PARTS_AHEAD = 2  # parts of a generator stage's outputs sent before the parent took one on
 
 
 def _watch_parent(lifeline_fd: int) -> None:
@@ -50,24 +55,35 @@ def _watch_parent(lifeline_fd: int) -> None:
 
 
 def _read_messages(
-    conn: Connection, inbox: queue.SimpleQueue[Any], closing: threading.Event
+    conn: Connection,
+    inbox: queue.SimpleQueue[Any],
+    closing: threading.Event,
+    credit: threading.Semaphore,
 ) -> None:
     """Read every message as it arrives, so that the parent can send the next slice
     while this process works on one (and never blocks on a full socket while this
-    process writes a large reply)."""
+    process writes a large reply). A ``("more",)`` gives ``credit`` for a part."""
     from .._transport import wire
+
+    def end() -> None:
+        closing.set()
+        credit.release(PARTS_AHEAD + 1)  # a part waiting for credit sees ``closing``
 
     while True:
         try:
             message = wire.recv(conn)
         except (EOFError, OSError):
             inbox.put(("eof",))
+            end()
             return
         except wire.WireError as exc:
             inbox.put(("unreadable", exc))
             return
+        if message[0] == "more":
+            credit.release()
+            continue
         if message[0] == "close":
-            closing.set()
+            end()
         inbox.put(message)
         if message[0] == "close":
             return
@@ -75,6 +91,7 @@ def _read_messages(
 
 def serve(conn: Connection) -> int:
     from .._transport import recycle, wire
+    from .._transport.buffer import Aborted
     from .remote import SliceServer, error_reply
 
     sys.path[:] = wire.recv(conn)
@@ -88,7 +105,25 @@ def serve(conn: Connection) -> int:
     wire.send(conn, ("ready",), None)
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     closing = threading.Event()
-    threading.Thread(target=_read_messages, args=(conn, inbox, closing), daemon=True).start()
+    credit = threading.Semaphore(PARTS_AHEAD)
+    threading.Thread(
+        target=_read_messages, args=(conn, inbox, closing, credit), daemon=True
+    ).start()
+
+    def pack(outputs: list[Any]) -> list[Any]:
+        # Large outputs stay in shared memory; the parent gets handles. For
+        # a next stage in worker processes too, the whole slice is one bundle.
+        if not bundle_out:
+            return wire.pack_outputs(outputs, prefix)
+        return [wire.bundle(outputs, prefix)] if outputs else outputs
+
+    def send_part(outputs: list[Any]) -> None:
+        """A generator stage's outputs, sent while it runs; waits for credit."""
+        credit.acquire()
+        if closing.is_set():
+            raise Aborted
+        wire.send(conn, ("part", pack(outputs), recycle.report()), None)
+
     try:
         while True:
             message = inbox.get()
@@ -102,26 +137,23 @@ def serve(conn: Connection) -> int:
                 return 1
             if message[0] == "close":
                 return 0
-            _, items, offset, bundled, released = message
+            _, items, offset, bundled, released, skip = message
             del message
             recycle.give_back(released)  # segments of ours nobody sees any more
-            reply = server.call(wire.unbundle(items) if bundled else items, offset)
-            del items
-            if reply[0] == "error":
-                wire.send(conn, reply, None)
-                return 1
             try:
-                # Large outputs stay in shared memory; the parent gets handles. For
-                # a next stage in worker processes too, the whole slice is one bundle.
-                outputs = reply[1]
-                if not bundle_out:
-                    outputs = wire.pack_outputs(outputs, prefix)
-                elif outputs:
-                    outputs = [wire.bundle(outputs, prefix)]
-                answer = ("ok", outputs, *reply[2:])
-                del reply, outputs  # arrays of this slice that nothing keeps are gone now
+                reply = server.call(
+                    wire.unbundle(items) if bundled else items, offset, send_part, skip
+                )
+                del items
+                if reply[0] == "error":
+                    wire.send(conn, reply, None)
+                    return 1
+                answer = ("ok", pack(reply[1]), *reply[2:])
+                del reply  # arrays of this slice that nothing keeps are gone now
                 wire.send(conn, (*answer, recycle.report()), None)
                 del answer
+            except Aborted:  # sending a part: the run stopped
+                return 0
             except wire.WireError as exc:  # an output that cannot be pickled
                 cause = exc.__cause__ or exc
                 wire.send(conn, error_reply(label, None, None, cause, "output"), None)

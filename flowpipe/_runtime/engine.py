@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, cast
 
@@ -29,6 +29,7 @@ from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
 from .._transport.buffer import Aborted, Channel, payload_bytes
 from .._transport.wire import bundle_count, owner_prefix, unpack_items
+from .outflow import HandOnFailed, OutputFlow, Pace
 from .policy import ErrorPolicy
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ SOURCE_CHUNK = 256
 ASYNC_GROUP_SECONDS = 0.005  # an async stage in a worker process waits this long to fill a group
 
 _run_ids = itertools.count()
+
+Part = Callable[[list[Any]], None]  # takes outputs of a slice that is still running
 
 
 class RunState:
@@ -182,7 +185,7 @@ class Reorderer:
     a slow slice holds back a bounded amount of later work, then backpressure.
     """
 
-    __slots__ = ("_lock", "_next", "_pending", "_release_lock", "emitter", "room")
+    __slots__ = ("_aborted", "_lock", "_next", "_pending", "_turn", "emitter", "room")
 
     def __init__(self, emitter: Emitter, room: Gate) -> None:
         self.emitter = emitter
@@ -190,12 +193,15 @@ class Reorderer:
         self._pending: dict[int, list[Any]] = {}
         self._next = 0
         self._lock = threading.Lock()
-        self._release_lock = threading.Lock()
+        # Held while emitting (one releaser at a time keeps puts in order);
+        # a part waits on it for its slice's turn.
+        self._turn = threading.Condition(threading.Lock())
+        self._aborted = False
 
     def complete(self, seq: int, outputs: list[Any]) -> None:
         with self._lock:
             self._pending[seq] = outputs
-        with self._release_lock:  # one releaser at a time keeps puts in order
+        with self._turn:
             while True:
                 with self._lock:
                     ready = self._pending.pop(self._next, None)
@@ -204,6 +210,21 @@ class Reorderer:
                     self._next += 1
                 self.emitter.emit(ready)
                 self.room.release()
+                self._turn.notify_all()
+
+    def part(self, seq: int, outputs: list[Any]) -> None:
+        """Outputs of slice ``seq`` before it ends: they leave once every earlier slice has."""
+        with self._turn:
+            while self._next != seq:
+                if self._aborted:
+                    raise Aborted
+                self._turn.wait()
+            self.emitter.emit(outputs)
+
+    def abort(self) -> None:
+        with self._turn:
+            self._aborted = True
+            self._turn.notify_all()
 
 
 class WindowTaker:
@@ -293,9 +314,13 @@ def _slice_bytes(sizer: SliceSizer, items: list[Any], outputs: list[Any]) -> int
 
 
 class SliceCaller:
-    """Calls a stage's function on the items of one slice, applying the error policy."""
+    """Calls a stage's function on the items of one slice, applying the error policy.
 
-    __slots__ = ("batch", "fn", "kind", "label", "policy")
+    ``part``, when given, receives a generator stage's outputs while the slice
+    is still running (``outflow.OutputFlow``); ``call`` returns the rest.
+    """
+
+    __slots__ = ("batch", "fn", "kind", "label", "left_to_skip", "pace", "policy")
 
     def __init__(self, node: StageNode, fn: Callable[..., Any], counters: WorkerCounters) -> None:
         opts = node.stage.options
@@ -304,12 +329,21 @@ class SliceCaller:
         self.kind = node.stage.call_kind
         self.batch = opts.batch
         self.policy = ErrorPolicy(node.label, opts.retries, opts.on_error, counters)
+        self.pace = Pace()
+        self.left_to_skip = 0  # of ``skip``, after the last slice (all its outputs were fewer)
 
-    def call(self, items: list[Any], offset: int) -> list[Any]:
+    def call(
+        self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
+    ) -> list[Any]:
+        """The slice's outputs (those not given to ``part``); ``skip``: drop this many
+        of a generator stage's first outputs (handed on by a worker that died)."""
         if self.batch is not None:
             return self._call_batch(items, offset)
         if self.kind == "generator":
-            return self._call_generator(items, offset)
+            try:
+                return self._call_generator(items, offset, part, skip)
+            except HandOnFailed as failed:
+                raise cast("BaseException", failed.__cause__) from None
         return self._call_function(items, offset)
 
     def _call_function(self, items: list[Any], offset: int) -> list[Any]:
@@ -327,16 +361,50 @@ class SliceCaller:
                 out.extend(self._recover(lambda x: [fn(x)], items[k], offset + k, exc))
                 start = k + 1
 
-    def _call_generator(self, items: list[Any], offset: int) -> list[Any]:
-        fn, out = self.fn, list[Any]()
+    def _call_generator(
+        self, items: list[Any], offset: int, part: Part | None, skip: int
+    ) -> list[Any]:
+        fn, pace = self.fn, self.pace
+        flow = OutputFlow(part, pace, skip)
+        out = flow.out  # stays one list
+        n = pace.chunk
         for k, x in enumerate(items):
-            mark = len(out)
+            before = len(out)
+            it: Iterator[Any] | None = None
+            if not flow.skip:
+                try:
+                    it = fn(x)  # a generator: its own iterator
+                    out.extend(itertools.islice(cast("Iterator[Any]", it), n))
+                except Exception as exc:
+                    flow.mark, flow.sent = before, 0
+                    flow.failed()
+                    self._retry_generator(flow, x, offset + k, exc)
+                    continue
+                if len(out) - before < n:  # the common case: all its outputs in one go
+                    continue
+            flow.mark, flow.sent = before, 0  # many outputs: they may leave in parts
             try:
-                out.extend(fn(x))
+                if it is None:  # skipping the outputs a dead worker handed on
+                    flow.drain(iter(fn(x)))
+                else:
+                    flow.drain(it, fresh=False)
             except Exception as exc:
-                del out[mark:]  # a retry must not duplicate what the failed attempt yielded
-                out.extend(self._recover(lambda x: list(fn(x)), x, offset + k, exc))
-        return out
+                flow.failed()  # a retry must not duplicate what the failed attempt yielded
+                self._retry_generator(flow, x, offset + k, exc)
+            n = pace.chunk
+        self.left_to_skip = flow.skip
+        return flow.rest()
+
+    def _retry_generator(self, flow: OutputFlow, x: Any, index: int, exc: Exception) -> None:
+        attempt = 1
+        while self.policy.should_retry([x], index, exc, attempt):
+            attempt += 1
+            try:
+                flow.drain(iter(self.fn(x)))
+                return
+            except Exception as again:
+                flow.failed()
+                exc = again
 
     def _call_batch(self, items: list[Any], offset: int) -> list[Any]:
         attempt = 1
@@ -376,7 +444,7 @@ class Caller(Protocol):
     slice_target: float  # seconds of work per slice worth one hand-off
     slice_bytes: int | None  # large-buffer bytes a slice may hold (None: no bound)
 
-    def call(self, items: list[Any], offset: int) -> list[Any]: ...
+    def call(self, items: list[Any], offset: int, part: Part | None = None) -> list[Any]: ...
     def close(self) -> None: ...
 
 
@@ -392,7 +460,7 @@ class PipelinedCaller(Caller, Protocol):
     depth: int
 
     def submit(self, items: list[Any], offset: int) -> None: ...
-    def receive(self) -> list[Any]: ...
+    def receive(self, part: Part | None = None) -> list[Any]: ...
 
 
 class LocalCaller:
@@ -410,9 +478,11 @@ class LocalCaller:
             raise
         self.call = self._unpack_then_call if unpack else self.slices.call
 
-    def _unpack_then_call(self, items: list[Any], offset: int) -> list[Any]:
+    def _unpack_then_call(
+        self, items: list[Any], offset: int, part: Part | None = None
+    ) -> list[Any]:
         # Outputs of a worker process may arrive as shared-memory handles.
-        return self.slices.call(unpack_items(items), offset)
+        return self.slices.call(unpack_items(items), offset, part)
 
     def close(self) -> None:
         close_callable(self.fn)
@@ -437,7 +507,7 @@ class AsyncSliceCaller:
         self.policy = ErrorPolicy(node.label, opts.retries, opts.on_error, counters)
         self.loop = _asyncio().new_event_loop()
 
-    def call(self, items: list[Any], offset: int) -> list[Any]:
+    def call(self, items: list[Any], offset: int, part: Part | None = None) -> list[Any]:
         async def attempt(item: Any, index: int) -> list[Any]:
             tries = 1
             while True:
@@ -486,6 +556,10 @@ class StageRun:
         ordered_many = opts.ordered and (opts.workers > 1 or node.stage.call_kind == "async")
         room = state.gate(2 * opts.workers + 2) if ordered_many else None
         self.reorderer = Reorderer(emitter, room) if room is not None else None
+        if self.reorderer is not None:
+            state.on_stop.append(self.reorderer.abort)
+        # A generator stage hands its outputs on while a slice runs (``outflow``).
+        self.streams = node.stage.call_kind == "generator" and opts.batch is None
         self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
         self.take = WindowTaker(inp, opts.window, opts.stride).take if opts.window else inp.take
         # A backend that runs the calls elsewhere (a worker process) sets this;
@@ -555,13 +629,14 @@ class StageRun:
                 seq, offset, items = got
                 if counters.started is None:  # busy shares count from the first input on
                     counters.started = t1
-                outputs = caller.call(items, offset)
+                sink = PartSink(self, seq) if self.streams else None
+                outputs = caller.call(items, offset, sink)
                 t2 = clock()
                 self._hand_on(seq, outputs)
                 t3 = clock()
                 # bundles: the sizer counts them as items
                 sizer.update(len(items), t2 - t1, _slice_bytes(sizer, items, outputs))
-                self._count(counters, items, outputs, (t0, t1, t2, t3))
+                self._count(counters, items, outputs, (t0, t1, t2, t3), sink)
         finally:
             caller.close()
 
@@ -617,7 +692,8 @@ class StageRun:
                     pending.append((seq, offset, items, t0 if not pending else t1, t1))
                     continue
             seq, offset, items, t0, t1 = pending.popleft()
-            outputs = caller.receive()
+            sink = PartSink(self, seq) if self.streams else None
+            outputs = caller.receive(sink)
             t2 = clock()
             self._hand_on(seq, outputs)
             t3 = clock()
@@ -626,11 +702,18 @@ class StageRun:
             start = max(t1, last_done)
             last_done = t3
             sizer.update(len(items), t2 - start, _slice_bytes(sizer, items, outputs))
-            self._count(counters, items, outputs, (t0 - t1 + start, start, t2, t3))
+            self._count(counters, items, outputs, (t0 - t1 + start, start, t2, t3), sink)
 
     def _hand_on(self, seq: int, outputs: list[Any]) -> None:
         if self.reorderer is not None:
             self.reorderer.complete(seq, outputs)
+        else:
+            self.emitter.emit(outputs)
+
+    def hand_on_part(self, seq: int, outputs: list[Any]) -> None:
+        """Outputs of slice ``seq`` that is still running (a generator stage's)."""
+        if self.reorderer is not None:
+            self.reorderer.part(seq, outputs)
         else:
             self.emitter.emit(outputs)
 
@@ -640,12 +723,31 @@ class StageRun:
         items: list[Any],
         outputs: list[Any],
         times: tuple[float, float, float, float],
+        sink: PartSink | None = None,
     ) -> None:
         """Count a slice in items (an entry of a bundled edge is a bundle of them)."""
         n_in = bundle_count(items) if self.bundles_in else len(items)
         n_out = bundle_count(outputs) if self.bundles_out else len(outputs)
+        if sink is not None:
+            n_out += sink.handed_on
         calls = 1 if self.node.stage.options.batch else n_in
         counters.count_slice(n_in, n_out, calls, *times)
+
+
+class PartSink:
+    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs."""
+
+    __slots__ = ("handed_on", "seq", "stage_run")
+
+    def __init__(self, stage_run: StageRun, seq: int) -> None:
+        self.stage_run = stage_run
+        self.seq = seq
+        self.handed_on = 0  # outputs (in items, not bundles)
+
+    def __call__(self, outputs: list[Any]) -> None:
+        sr = self.stage_run
+        self.handed_on += bundle_count(outputs) if sr.bundles_out else len(outputs)
+        sr.hand_on_part(self.seq, outputs)
 
 
 class AsyncStageLoop:

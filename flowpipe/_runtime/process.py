@@ -133,7 +133,7 @@ class WorkerProcess:
             raise
         return worker
 
-    def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
+    def send(self, items: list[Any], offset: int, bundled: bool = False, skip: int = 0) -> None:
         """Send a slice; the worker reads every message as it comes (``child``), so
         this never waits for the worker to finish an earlier slice."""
         released = recycle.take_released(self.maker)
@@ -143,7 +143,7 @@ class WorkerProcess:
             # handles live until the worker has answered for them.
             handles = wire.pack_outputs(items, self.prefix)
         sent = items if bundled else handles or wire.mark_large(items)
-        message = ("call", sent, offset, bundled, released)
+        message = ("call", sent, offset, bundled, released, skip)
         try:
             wire.send(self.conn, message, self.prefix)
             self.in_flight.append(handles)
@@ -178,8 +178,15 @@ class WorkerProcess:
         self.held.update(held)
         wire.let_go(dropped)
         self.held.subtract(dropped)
-        self.in_flight.popleft()  # the handles this slice went as: seen (or kept) now
+        if reply[0] == "ok":
+            self.in_flight.popleft()  # the handles this slice went as: seen (or kept) now
         return tuple(answer)
+
+    def more(self) -> None:
+        try:
+            wire.send(self.conn, ("more",), None)
+        except OSError as exc:
+            raise WorkerDied() from exc
 
     def receive(self) -> Any:
         """The next message; a worker still busy when the run stops is killed after a

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import queue
 import sys
 import threading
 import time
@@ -35,7 +36,7 @@ import cloudpickle
 from .._errors import MissingExtra, StageError, StageOptionError
 from .._observe.counters import WorkerCounters
 from .._transport import wire
-from .._transport.buffer import payload_bytes
+from .._transport.buffer import Aborted, payload_bytes
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
 from .remote import (
@@ -159,6 +160,12 @@ class _StageActor:
 
     def __init__(self) -> None:
         self.server: SliceServer | None = None
+        self.streams = False  # a generator stage: its slices run in a thread, in parts
+        # A streaming slice's replies: ("part", outputs)..., then its reply. One at a
+        # time, so the generator waits while a part is on its way (backpressure).
+        self.replies: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=1)
+        self.slice: threading.Thread | None = None
+        self.stopping = threading.Event()
 
     def setup(self, path: list[str], stage_bytes: bytes) -> tuple[Any, ...]:
         for entry in path:  # the driver's import path, so its modules resolve here too
@@ -168,11 +175,12 @@ class _StageActor:
         try:
             label, node = cloudpickle.loads(stage_bytes)
             self.server = SliceServer(label, node)
+            self.streams = node.stage.call_kind == "generator" and node.stage.options.batch is None
         except BaseException as exc:
             return error_reply(label, None, None, exc, "start")
         return ("ready",)
 
-    def call(self, items: list[Any], offset: int, *values: Any) -> tuple[Any, Any]:
+    def call(self, items: list[Any], offset: int, skip: int, *values: Any) -> tuple[Any, Any]:
         """The reply, and the list of the slice's large outputs (two objects: Ray keeps
         the list in its object store, owned by the caller, which takes only the reply).
 
@@ -183,8 +191,42 @@ class _StageActor:
         assert self.server is not None
         if values:
             items = [_fill(x, values) for x in items]
-        reply = self.server.call(wire.unpack_items(items), offset)
-        if reply[0] != "ok":
+        items = wire.unpack_items(items)
+        if not self.streams:
+            return self._split(self.server.call(items, offset))
+        # A generator stage: the slice runs in a thread that hands its outputs over in
+        # parts; this call returns the first reply, ``more`` each next one (the
+        # caller keeps one slice in flight to this actor, so none overlap).
+        self.slice = threading.Thread(target=self._stream, args=(items, offset, skip))
+        self.slice.start()
+        return self.more()
+
+    def more(self) -> tuple[Any, Any]:
+        """The next reply of the streaming slice: a part, or its last reply."""
+        return self._split(self.replies.get())
+
+    def _stream(self, items: list[Any], offset: int, skip: int) -> None:
+        assert self.server is not None
+        try:
+            reply = self.server.call(items, offset, self._part, skip)
+        except Aborted:  # the run stopped while a part waited
+            return
+        self._put(reply)
+
+    def _part(self, outputs: list[Any]) -> None:
+        self._put(("part", outputs))
+
+    def _put(self, reply: tuple[Any, ...]) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.replies.put(reply, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+        raise Aborted
+
+    def _split(self, reply: tuple[Any, ...]) -> tuple[Any, Any]:
+        if reply[0] not in ("ok", "part"):
             return reply, None
         outputs: list[Any] = reply[1]
         sizes = [payload_bytes(x) for x in outputs]
@@ -195,6 +237,13 @@ class _StageActor:
         return (*reply, [(k, sizes[k]) for k in kept]), large
 
     def close(self) -> None:
+        if self.slice is not None:  # a streaming slice still running: stop it first
+            self.stopping.set()
+            self.slice.join()
+            self.slice = None
+            self.stopping.clear()
+            while not self.replies.empty():
+                self.replies.get_nowait()
         server, self.server = self.server, None
         if server is not None:
             server.close()
@@ -343,11 +392,12 @@ class RayWorker:
             raise error_from_reply(reply, 0, WHAT)
         return worker
 
-    def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
+    def send(self, items: list[Any], offset: int, bundled: bool = False, skip: int = 0) -> None:
         # ``bundled`` is never set here: bundles are made only between worker processes.
         items, refs = lift_handles(items)
         try:
-            self.calls.append(self.actor.call.options(num_returns=2).remote(items, offset, *refs))
+            call = self.actor.call.options(num_returns=2)
+            self.calls.append(call.remote(items, offset, skip, *refs))
         except Exception as exc:  # an item Ray cannot serialise
             err = unsendable_error(self.label, items, offset, exc, WHAT)
             raise err from err.__cause__  # the refusal, with pickle's error as its cause
@@ -382,6 +432,10 @@ class RayWorker:
             failure = RuntimeError(f"the {WHAT} could not return the outputs: {exc}")
             err = StageError(self.label, None, cause=failure)
             raise err from failure
+
+    def more(self) -> None:
+        """A part was handed on: ask for the streaming slice's next reply."""
+        self.calls.appendleft(self.actor.more.options(num_returns=2).remote())
 
     def exit_description(self) -> str:
         return self.died or "it went away"
@@ -421,6 +475,7 @@ class RayBackend(Backend):
         except Exception as exc:  # a stage that cannot be shipped fails now, naming it
             raise StageError(label, None, cause=exc) from exc
         state = stage_run.state
+        streams = stage_run.streams
 
         def factory(wid: int, counters: WorkerCounters) -> Caller:
             def start_worker() -> RemoteWorker:
@@ -433,7 +488,7 @@ class RayBackend(Backend):
                 what=WHAT,
                 slice_target=RAY_SLICE_SECONDS,
                 slice_bytes=RAY_SLICE_BYTES,
-                depth=RAY_DEPTH,
+                depth=1 if streams else RAY_DEPTH,  # a streaming slice's parts come one by one
             )
 
         stage_run.caller_factory = factory

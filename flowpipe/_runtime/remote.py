@@ -34,8 +34,8 @@ from .._errors import StageError, WorkerCrashed
 from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
 from .._transport.buffer import Aborted
-from .._transport.wire import unbundle
-from .engine import AsyncSliceCaller, RunState, SliceCaller, StageRun, close_callable
+from .._transport.wire import WireError, bundle_count, unbundle
+from .engine import AsyncSliceCaller, Part, RunState, SliceCaller, StageRun, close_callable
 from .policy import ErrorPolicy
 
 logger = logging.getLogger("flowpipe")
@@ -85,17 +85,30 @@ class SliceServer:
             else SliceCaller(node, self.fn, self.counters)
         )
 
-    def call(self, items: list[Any], offset: int) -> tuple[Any, ...]:
-        """The reply for one slice; the stage's own errors become error replies."""
+    def call(
+        self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
+    ) -> tuple[Any, ...]:
+        """The reply for one slice; the stage's own errors become error replies.
+
+        ``part`` takes a generator stage's outputs while the slice runs (see
+        ``SliceCaller``); an error it raises is raised here, not replied.
+        """
+        caller = self.caller
         try:
-            outputs = self.caller.call(items, offset)
+            if isinstance(caller, SliceCaller):
+                outputs = caller.call(items, offset, part, skip)
+            else:
+                outputs = caller.call(items, offset)
+        except (Aborted, WireError):  # from ``part``: the run stopped, an output cannot go
+            raise
         except StageError as err:
             cause = err.__cause__ if err.__cause__ is not None else err
             return error_reply(self.label, err.index, err.item, cause)
         except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
             return error_reply(self.label, None, None, exc)  # which item: not known here
         c = self.counters
-        reply = ("ok", outputs, c.errors, c.retries, c.skipped)
+        left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
+        reply = ("ok", outputs, c.errors, c.retries, c.skipped, left)
         c.errors = c.retries = c.skipped = 0
         return reply
 
@@ -186,15 +199,22 @@ def unsendable_error(
 class RemoteWorker(Protocol):
     """One started worker, as a backend talks to it."""
 
-    def send(self, items: list[Any], offset: int, bundled: bool = False) -> None:
+    def send(self, items: list[Any], offset: int, bundled: bool = False, skip: int = 0) -> None:
         """Send a slice without waiting for it; ``bundled``: ``items`` are bundles of
-        items (``wire.bundle``) for the worker to open. ``StageError`` if a item
-        cannot be sent, ``WorkerDied`` if the worker went away."""
+        items (``wire.bundle``) for the worker to open; ``skip``: outputs to drop
+        (handed on by a worker that died). ``StageError`` if a item cannot be
+        sent, ``WorkerDied`` if the worker went away."""
         ...
 
     def reply(self, offset: int) -> tuple[Any, ...]:
-        """The ``("ok", ...)`` reply for the oldest slice sent (``offset`` is its own);
-        raises ``StageError`` for an error reply and ``WorkerDied`` when the worker went away."""
+        """The next reply for the oldest slice sent (``offset`` is its own):
+        ``("part", outputs)`` while a generator stage runs (answer with ``more``),
+        then ``("ok", ...)``; raises ``StageError`` for an error reply and
+        ``WorkerDied`` when the worker went away."""
+        ...
+
+    def more(self) -> None:
+        """A part was handed on: the worker may send another."""
         ...
 
     def exit_description(self) -> str:
@@ -259,9 +279,9 @@ class RemoteCaller:
             old.close()
         return self._start()
 
-    def call(self, items: list[Any], offset: int) -> list[Any]:
+    def call(self, items: list[Any], offset: int, part: Part | None = None) -> list[Any]:
         self.submit(items, offset)
-        return self.receive()
+        return self.receive(part)
 
     def submit(self, items: list[Any], offset: int) -> None:
         """Send a slice to the worker; ``depth`` of them may be on their way at once."""
@@ -277,27 +297,39 @@ class RemoteCaller:
                 self.broken = True
         self.sent.append((items, offset, bundled, delivered))
 
-    def receive(self) -> list[Any]:
-        """The outputs of the oldest slice submitted."""
+    def receive(self, part: Part | None = None) -> list[Any]:
+        """The outputs of the oldest slice submitted (those not given to ``part``)."""
         if self.recovered:
             return self.recovered.popleft()
         _, offset, _, delivered = self.sent[0]
         assert self.worker is not None
+        handed_on = 0  # outputs of this slice given to ``part``
         try:
             if not delivered:
                 raise WorkerDied
             reply = self.worker.reply(offset)
+            while reply[0] == "part":
+                outputs = reply[1]
+                handed_on += self._count_outputs(outputs)
+                if part is not None:
+                    part(outputs)
+                self.worker.more()
+                reply = self.worker.reply(offset)
         except WorkerDied:
             if self.state.stopped:
                 raise Aborted from None
-            return self._recover()
+            return self._recover(handed_on)
         self.sent.popleft()
         return self._outputs(reply)
 
-    def _recover(self) -> list[Any]:
-        """The worker died: every slice sent to it is lost, and nothing of them came out.
-        Without ``retries``/``on_error``: ``WorkerCrashed``. Otherwise they run again,
-        in order, one item at a time on a fresh worker, to find the item that kills it."""
+    def _count_outputs(self, outputs: list[Any]) -> int:
+        return bundle_count(outputs) if self.stage_run.bundles_out else len(outputs)
+
+    def _recover(self, handed_on: int) -> list[Any]:
+        """The worker died: every slice sent to it is lost; of the first, ``handed_on``
+        outputs came out. Without ``retries``/``on_error``: ``WorkerCrashed``. Otherwise
+        they run again, in order, one item at a time on a fresh worker, to find the item
+        that kills it (the first slice's first ``handed_on`` outputs are not sent again)."""
         lost = [
             (unbundle(items) if bundled else items, offset)
             for items, offset, bundled, _ in self.sent
@@ -314,18 +346,25 @@ class RemoteCaller:
         if self.policy.retries:
             self.counters.retries += 1  # the slices run again, one item at a time
         for items, offset in lost:
-            self.recovered.append(self._one_by_one(items, offset))
+            self.recovered.append(self._one_by_one(items, offset, handed_on))
+            handed_on = 0
         return self.recovered.popleft()
 
-    def _one_by_one(self, items: list[Any], offset: int) -> list[Any]:
+    def _one_by_one(self, items: list[Any], offset: int, skip: int) -> list[Any]:
         out: list[Any] = []
         for k, item in enumerate(items):
             attempt = 1
             while True:
                 assert self.worker is not None
                 try:
-                    self.worker.send([item], offset + k)
-                    out.extend(self._outputs(self.worker.reply(offset + k)))
+                    self.worker.send([item], offset + k, skip=skip)
+                    reply = self.worker.reply(offset + k)
+                    while reply[0] == "part":  # kept here: the slice's outputs go out whole
+                        out.extend(reply[1])
+                        self.worker.more()
+                        reply = self.worker.reply(offset + k)
+                    out.extend(self._outputs(reply))
+                    skip = reply[5]
                     break
                 except WorkerDied:
                     if self.state.stopped:
@@ -353,7 +392,7 @@ class RemoteCaller:
         return err
 
     def _outputs(self, reply: tuple[Any, ...]) -> list[Any]:
-        _, outputs, errors, retries, skipped = reply
+        _, outputs, errors, retries, skipped, _left = reply
         self.counters.errors += errors
         self.counters.retries += retries
         self.counters.skipped += skipped

@@ -14,8 +14,10 @@ import pytest
 from helpers import crash_once
 
 from flowpipe import StageError, WorkerCrashed, stage
+from flowpipe._runtime.outflow import MAX_HELD
 
 P = "process"
+LONG = 2 * MAX_HELD + 500  # a generator's outputs for one input: they leave in parts
 
 
 def die_on(bad: int, how: str = "exit") -> Any:
@@ -214,3 +216,43 @@ def test_stage_errors_from_workers_cross_pickling() -> None:
     back = pickle.loads(pickle.dumps(info.value))
     assert (back.stage, back.index) == ("remote", 3)
     assert back.remote_traceback == info.value.remote_traceback
+
+
+def streams_then_dies_once(marker: Path) -> Any:
+    """A generator stage whose worker dies once, after input 1 has handed outputs on."""
+
+    def frames(x: int) -> Any:
+        for k in range(LONG):
+            if x == 1 and k == 2 * MAX_HELD + 100 and not marker.exists():
+                marker.touch()
+                os._exit(3)
+            yield (x, k)
+
+    return frames
+
+
+@pytest.mark.parametrize("next_stage", ["none", "process"])
+def test_a_generator_whose_worker_dies_mid_stream_repeats_nothing(
+    tmp_path: Path, next_stage: str
+) -> None:
+    # Two parts (MAX_HELD outputs each) left before the crash; the fresh worker
+    # runs input 1 again and drops as many. With a next stage in processes, the
+    # outputs travel as bundles, and the count is the same.
+    pipe: Any = stage(streams_then_dies_once(tmp_path / "died"), name="frames", retries=1)
+    if next_stage == "process":
+        pipe = pipe | stage(lambda o: o, name="after")
+    with pipe.iter(range(3), backend=P) as run:
+        out = list(run)
+    assert (tmp_path / "died").exists()
+    assert out == [(x, k) for x in range(3) for k in range(LONG)]
+    assert run.stats["frames"].items_out == 3 * LONG
+
+
+def test_a_generator_output_that_cannot_be_sent_names_the_stage() -> None:
+    def locks(x: int) -> Any:
+        for k in range(LONG):
+            yield threading.Lock() if k == MAX_HELD + 10 else k
+
+    with pytest.raises(StageError, match="cannot be sent back") as info:
+        stage(locks, name="locker").run([1], backend=P)
+    assert (info.value.stage, info.value.index) == ("locker", None)

@@ -1,0 +1,137 @@
+"""A generator stage's outputs, handed on in parts while the generator runs.
+
+A generator stage may yield any number of outputs for one input: every frame
+of a video, or an endless stream from a camera. Collecting them all before
+handing them on would hold the whole video in memory and never deliver the
+first output of an endless one. ``OutputFlow`` pulls a generator's outputs in
+chunks (``itertools.islice``: no Python-level step per output) whose size
+adapts so that one chunk takes about ``CHUNK_SECONDS``, and hands on what it
+holds (``part(outputs)``) once ``FLUSH_SECONDS`` have passed since the last
+hand-off, or once it holds ``MAX_HELD`` outputs or ``MAX_HELD_BYTES`` of
+large buffers. An input whose outputs all come in one chunk (the common
+case: a few outputs each) costs one ``islice`` more than a plain loop, and its
+outputs leave with the slice, whose size the worker loop already bounds. Handing on waits while the next stage's buffer is full, and
+the generator waits with it: memory stays bounded by the buffers.
+
+A failed attempt's outputs that were not handed on yet are dropped; those
+already handed on stay. A retry runs the generator again from the start and
+skips as many outputs as the failed attempt handed on, so nothing is
+duplicated (as long as the generator yields the same outputs again). The
+same holds across workers: a slice run again after its worker process died
+starts with ``skip``, the number of its outputs handed on before the crash.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._transport.buffer import payload_bytes
+
+CHUNK_SECONDS = 0.001  # a chunk pulled in one go takes about this long
+FLUSH_SECONDS = 0.01  # outputs wait at most about this long (at the generator's pace)
+MAX_CHUNK = 1024  # outputs pulled in one go at most
+MAX_HELD = 4096  # outputs of one input held before they are handed on, whatever the time
+MAX_HELD_BYTES = 8 << 20  # ... or large buffers (NumPy arrays, bytes): one 1080p frame
+
+
+class HandOnFailed(BaseException):
+    """Internal: handing outputs on failed (the run stopped, an output cannot be sent).
+
+    A ``BaseException``, so that a stage's error policy never takes it for an
+    error of the stage; ``SliceCaller`` raises its ``__cause__`` instead.
+    """
+
+
+class Pace:
+    """How many outputs a chunk pulls, learned from the generator's pace; one per stage worker."""
+
+    __slots__ = ("chunk",)
+
+    def __init__(self) -> None:
+        self.chunk = 1
+
+    def learn(self, n: int, seconds: float) -> None:
+        """A full chunk of ``n`` outputs took ``seconds``: grow by at most 2x, shrink at once."""
+        if seconds <= 0:
+            self.chunk = min(MAX_CHUNK, n * 2)
+            return
+        fit = int(n * CHUNK_SECONDS / seconds)
+        self.chunk = max(1, min(fit, n * 2, MAX_CHUNK))
+
+
+class OutputFlow:
+    """The outputs of one slice of a generator stage, on their way out.
+
+    ``part`` is None when nothing is handed on before the slice ends (all
+    outputs are then returned by ``rest``).
+    """
+
+    __slots__ = ("last", "mark", "out", "pace", "part", "sent", "skip")
+
+    def __init__(self, part: Callable[[list[Any]], None] | None, pace: Pace, skip: int = 0) -> None:
+        self.part = part
+        self.pace = pace
+        self.skip = skip  # outputs of this slice handed on elsewhere already: drop them
+        self.out: list[Any] = []
+        self.mark = 0  # where the current input's outputs start in ``out``
+        self.sent = 0  # outputs of the current input already handed on
+        self.last = time.perf_counter()
+
+    def begin(self) -> None:
+        """An input starts that may yield many outputs (``drain`` follows)."""
+        self.mark = len(self.out)
+        self.sent = 0
+
+    def drain(self, it: Iterator[Any], fresh: bool = True) -> None:
+        """Pull one attempt's outputs, handing them on as they come; ``fresh``: a new
+        attempt (not the rest of one whose first outputs were taken already)."""
+        if fresh and self.sent:  # a retry: the failed attempt handed these on already
+            deque(itertools.islice(it, self.sent), maxlen=0)
+        clock, pace, part, out = time.perf_counter, self.pace, self.part, self.out
+        while True:
+            n = pace.chunk
+            t0 = clock()
+            got: list[Any] = list(itertools.islice(it, n))
+            now = clock()
+            if self.skip and got:
+                k = min(self.skip, len(got))
+                self.skip -= k
+                self.sent += k  # handed on, by the worker before: a retry skips them too
+                self.out += got[k:]
+            else:
+                out += got
+            if len(got) < n:  # the end
+                if now - t0 < CHUNK_SECONDS / 4:  # quick: next time, try it in one chunk
+                    pace.chunk = min(MAX_CHUNK, max(pace.chunk, n * 2))
+                return
+            pace.learn(n, now - t0)
+            if part is not None and (
+                now - self.last >= FLUSH_SECONDS
+                or len(out) >= MAX_HELD
+                or payload_bytes(got[0]) * len(out) >= MAX_HELD_BYTES
+            ):
+                self._flush(now)
+
+    def failed(self) -> None:
+        """The current attempt raised: drop its outputs not handed on yet."""
+        del self.out[self.mark :]
+
+    def rest(self) -> list[Any]:
+        """The outputs not handed on yet, at the end of the slice."""
+        return self.out
+
+    def _flush(self, now: float) -> None:
+        out = self.out
+        self.sent += len(out) - self.mark
+        self.mark, self.last = 0, now
+        part = out[:]  # ``out`` stays the same list: callers may hold it
+        out.clear()
+        assert self.part is not None
+        try:
+            self.part(part)
+        except BaseException as exc:
+            raise HandOnFailed from exc
