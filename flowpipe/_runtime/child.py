@@ -20,7 +20,8 @@ Conversation (``wire`` messages on one socket)::
                         ◄───────────────    ("ok", outputs, errors, retries, skipped, left,
                                                    (held, dropped))
                                             | ("error", ...)
-    ("close",)          ───────────────►    stage.close(); exit 0
+    ("close",)          ───────────────►    stage.close()
+                        ◄───────────────    ("closed", None | error reply); exit 0
 
 The child ignores SIGINT and lives in its own session: Ctrl-C reaches only the
 parent, which ends its workers. If the parent dies, the lifeline pipe reaches
@@ -159,7 +160,15 @@ def serve(conn: Connection) -> int:
                 wire.send(conn, error_reply(label, None, None, cause, "output"), None)
                 return 1
     finally:
-        server.close()
+        report: tuple[Any, ...] | None = None
+        try:
+            server.close()
+        except BaseException as exc:  # a class stage's close() failed: the run fails
+            report = error_reply(label, None, None, exc, "close")
+        try:
+            wire.send(conn, ("closed", report), None)
+        except OSError:  # the parent is gone
+            pass
         recycle.discard_free()
 
 

@@ -201,15 +201,19 @@ class WorkerProcess:
             code = None
         return _describe_exit(code)
 
-    def close(self) -> None:
-        """Ask the worker to finish (``close()`` of a class stage runs), then make sure it did."""
+    def close(self) -> StageError | None:
+        """Ask the worker to finish and wait for it: ``close()`` of a class stage runs
+        as long as it takes (once the run stops: ``STOP_GRACE``, then it is killed).
+        Returns the error ``close()`` raised, if any."""
         if self.closed:
-            return
+            return None
         self.closed = True
+        report: tuple[Any, ...] | None = None
         if self.proc.poll() is None:
             try:
                 wire.send(self.conn, ("close",), None)
-            except OSError:
+                report = self._closed()
+            except (OSError, EOFError):  # it ended (or was ended) first
                 pass
         try:
             self.proc.wait(EXIT_WAIT)
@@ -225,6 +229,18 @@ class WorkerProcess:
         wire.let_go(list(self.held.elements()))  # its arrays went with it
         self.held.clear()
         self.in_flight.clear()
+        return None if report is None else error_from_reply(report, 0, WHAT)
+
+    def _closed(self) -> tuple[Any, ...] | None:
+        """Read up to the worker's ``("closed", report)``; replies to slices the run no
+        longer wants (it stopped) are passed over."""
+        while True:
+            try:
+                message = self.receive()
+            except wire.WireError:  # an abandoned slice's reply that cannot be rebuilt
+                continue
+            if message[0] == "closed":
+                return message[1]  # type: ignore[no-any-return]
 
 
 class ProcessBackend(Backend):

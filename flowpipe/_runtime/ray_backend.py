@@ -56,7 +56,6 @@ logger = logging.getLogger("flowpipe")
 RAY_SLICE_SECONDS = 0.01  # a remote call costs ~0.3 ms: give each slice more work
 RAY_SLICE_BYTES: int | None = 8 << 20  # ... but at most this much of large buffers
 RAY_DEPTH = 2  # slices in flight per actor (3 or 4 measured no faster on frames)
-CLOSE_WAIT = 1.0  # seconds a closing actor gets to run the stage's close()
 WHAT = "Ray actor"
 # Ray's own names for the resources it schedules by; anything else is a custom resource.
 _NAMED = ("num_cpus", "num_gpus", "memory")
@@ -236,7 +235,8 @@ class _StageActor:
             outputs[k] = None  # stays in the object store, in the second object
         return (*reply, [(k, sizes[k]) for k in kept]), large
 
-    def close(self) -> None:
+    def close(self) -> tuple[Any, ...] | None:
+        """Run the stage's ``close()``; an error reply if it raised."""
         if self.slice is not None:  # a streaming slice still running: stop it first
             self.stopping.set()
             self.slice.join()
@@ -246,7 +246,11 @@ class _StageActor:
                 self.replies.get_nowait()
         server, self.server = self.server, None
         if server is not None:
-            server.close()
+            try:
+                server.close()
+            except BaseException as exc:
+                return error_reply(server.label, None, None, exc, "close")
+        return None
 
 
 _actor_class: Any = None
@@ -440,22 +444,24 @@ class RayWorker:
     def exit_description(self) -> str:
         return self.died or "it went away"
 
-    def close(self) -> None:
-        """Run the stage's ``close()`` in the actor; keep the emptied actor for reuse
-        (or end it: it reserved resources, it died, it did not finish in time)."""
+    def close(self) -> StageError | None:
+        """Run the stage's ``close()`` in the actor, as long as it takes (once the run
+        stops: ``STOP_GRACE``, then the actor is killed); keep the emptied actor for
+        reuse, or end it (it reserved resources, it died, close() failed). Returns
+        the error close() raised, if any."""
         closed = False
+        report: tuple[Any, ...] | None = None
         if self.died is None:
             try:
-                ref = self.actor.close.remote()
-                if self.ray.wait([ref], timeout=CLOSE_WAIT)[0]:
-                    self.ray.get(ref)
-                    closed = True
-            except Exception:  # dead, or close() raised: do not reuse it
+                report = self._wait(self.actor.close.remote())
+                closed = report is None
+            except (WorkerDied, StageError):  # killed, or it died
                 closed = False
         if closed and self.poolable:
             pool.give(self.ray, self.actor)
         else:
             _kill(self.ray, self.actor)
+        return None if report is None else error_from_reply(report, 0, WHAT)
 
 
 class RayBackend(Backend):

@@ -149,7 +149,9 @@ def of_slice(offset: int) -> str:
 
 
 def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageError:
-    """Rebuild a worker's error: the original exception as ``__cause__``, its traceback text."""
+    """Rebuild a worker's error: the original exception as ``__cause__``, its traceback text.
+    ``what`` in the reply: "" (the stage raised on an item), "start", "close", "input",
+    "output"."""
     _, label, index, item, exc_bytes, summary, text, what = reply
     cause: BaseException
     try:
@@ -170,9 +172,9 @@ def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageEr
         failure = cause
     if failure is not cause:
         failure.__cause__ = cause
-    err = StageError(
-        label, None if what == "start" else index, item, cause=failure, remote_traceback=text
-    )
+    if what in ("start", "close"):
+        index = None
+    err = StageError(label, index, item, cause=failure, remote_traceback=text)
     err.__cause__ = failure
     return err
 
@@ -221,8 +223,9 @@ class RemoteWorker(Protocol):
         """How the worker ended ("killed by SIGKILL", "exit code 3"), for messages."""
         ...
 
-    def close(self) -> None:
-        """Let the worker finish (a class stage's ``close()`` runs); end it if it does not."""
+    def close(self) -> StageError | None:
+        """Let the worker finish: a class stage's ``close()`` runs, as long as it takes
+        unless the run stopped (then it gets ``STOP_GRACE``); returns its error."""
         ...
 
 
@@ -399,7 +402,10 @@ class RemoteCaller:
         return outputs  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        """End the worker; an error of the stage's ``close()`` is raised here."""
         with self.lock:
             worker, self.worker = self.worker, None
         if worker is not None:
-            worker.close()
+            err = worker.close()
+            if err is not None:
+                raise err

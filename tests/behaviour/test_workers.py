@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from helpers import Journal
 
 from flowpipe import StageError, stage
+from flowpipe._runtime.process import EXIT_WAIT
+from flowpipe._runtime.remote import STOP_GRACE
 
 GATE_TIMEOUT = 10.0  # seconds a gate waits before failing the test (never reached when it works)
 
@@ -70,6 +73,40 @@ def test_a_class_stage_is_closed_when_the_run_fails(backend: str, journal: Journ
     inits, closes = journal.lines("init "), journal.lines("close ")
     assert len(inits) == 2
     assert sorted(closes) == sorted(inits)
+
+
+def test_an_error_in_close_fails_the_run_naming_the_stage(backend: str) -> None:
+    class Flusher:
+        def __call__(self, x: int) -> int:
+            return x
+
+        def close(self) -> None:
+            raise OSError("disk full while flushing")
+
+    with pytest.raises(StageError) as info:
+        stage(Flusher, name="flusher")().run(range(10), backend=backend)
+    assert info.value.stage == "flusher"
+    assert info.value.index is None
+    assert isinstance(info.value.__cause__, OSError)
+    assert "disk full while flushing" in str(info.value)
+
+
+def test_a_slow_close_is_waited_for_when_the_run_ends(backend: str, journal: Journal) -> None:
+    # A stage that flushes a file in close() must not be cut off at the end of a
+    # run that went well, however long the flush takes: here longer than the
+    # grace a worker process gets when a run is stopped.
+    flush_s = max(EXIT_WAIT, STOP_GRACE) + 0.5
+
+    class SlowFlush:
+        def __call__(self, x: int) -> int:
+            return x
+
+        def close(self) -> None:
+            time.sleep(flush_s)  # the work under test (a long flush), not a wait for anything
+            journal.write("flushed")
+
+    assert stage(SlowFlush)().run(range(5), backend=backend) == list(range(5))
+    assert journal.lines() == ["flushed"]
 
 
 def test_a_class_stage_without_close_runs(backend: str) -> None:
