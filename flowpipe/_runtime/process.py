@@ -185,8 +185,8 @@ class WorkerProcess:
     def more(self) -> None:
         try:
             wire.send(self.conn, ("more",), None)
-        except OSError as exc:
-            raise WorkerDied() from exc
+        except OSError:  # it ended: the next ``reply`` reads why (an error reply, or EOF)
+            pass
 
     def receive(self) -> Any:
         """The next message; a worker still busy when the run stops is killed after a
