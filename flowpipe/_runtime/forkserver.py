@@ -260,13 +260,19 @@ class ForkServer:
         with self._cond:
             self._exits.pop(pid, None)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """End the server: it waits for the workers it forked to exit (``ORPHAN_WAIT``
+        at most), sweeps this process's segments from ``/dev/shm`` and exits.
+        ``wait=False`` (at exit) leaves it to do that while this process ends: its
+        workers exit only then, once their lifelines close."""
         self.alive = False
         try:
             self.ctl.close()
         except OSError:
             pass
         os.close(self._lifeline)
+        if not wait:
+            return
         try:
             self.proc.wait(1.0)
         except subprocess.TimeoutExpired:
@@ -297,16 +303,19 @@ def server() -> ForkServer | None:
                 return None
             import atexit
 
-            atexit.register(shutdown)
+            # Not waited for at exit: a run still open (never closed, its Run kept
+            # alive by a traceback) has workers that exit only once we are gone,
+            # and the server sweeps what they leave after that.
+            atexit.register(shutdown, wait=False)
         return _server
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
     """End the fork server (at exit; also for tests)."""
     global _server
     with _server_lock:
         if _server is not None:
-            _server.close()
+            _server.close(wait)
             _server = None
 
 
