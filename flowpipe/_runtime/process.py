@@ -125,8 +125,8 @@ class WorkerProcess:
             if reply[0] == "error":
                 raise error_from_reply(reply, 0, WHAT)
         except (EOFError, OSError) as exc:
-            worker.close()
             how = worker.exit_description()
+            worker.close()
             raise WorkerDied(f"the worker process died while starting ({how})") from exc
         except BaseException:
             worker.close()
@@ -173,6 +173,8 @@ class WorkerProcess:
             raise err from failure
         if reply[0] == "error":
             raise error_from_reply(reply, offset, WHAT)
+        if reply[0] == "closed":  # it left its loop without an answer (SystemExit in it)
+            raise WorkerDied()
         *answer, (held, dropped) = reply
         wire.hold(held)  # arrays the worker keeps over shared memory
         self.held.update(held)

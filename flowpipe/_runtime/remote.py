@@ -63,13 +63,29 @@ def error_reply(
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         exc_bytes: bytes | None = cloudpickle.dumps(exc)
-    except Exception:
+    except BaseException:  # whatever its pickling raises, the error still goes back as text
         exc_bytes = None
     try:
         cloudpickle.dumps(item)
-    except Exception:
+    except BaseException:
         item = None
     return ("error", label, index, item, exc_bytes, f"{type(exc).__name__}: {exc}", text, what)
+
+
+def _sendable(event: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A policy event that pickles: an exception that does not travels as its text,
+    an item that does not as ``None``."""
+    kind, index, what, exc = event
+    try:
+        cloudpickle.dumps(exc)
+    except BaseException:
+        exc = RemoteFailure(f"{type(exc).__name__}: {exc}")
+    if kind == "skip":
+        try:
+            cloudpickle.dumps(what)
+        except BaseException:
+            what = [None] * len(what)
+    return (kind, index, what, exc)
 
 
 class SliceServer:
@@ -84,6 +100,9 @@ class SliceServer:
             if node.stage.call_kind == "async"
             else SliceCaller(node, self.fn, self.counters)
         )
+        # Retries and skips, replayed by the caller (logs, an ``on_error`` callable).
+        self.events: list[tuple[Any, ...]] = []
+        self.caller.policy.events = self.events
 
     def call(
         self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
@@ -108,7 +127,9 @@ class SliceServer:
             return error_reply(self.label, None, None, exc)  # which item: not known here
         c = self.counters
         left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
-        reply = ("ok", outputs, c.errors, c.retries, c.skipped, left)
+        events = [_sendable(e) for e in self.events]
+        self.events.clear()
+        reply = ("ok", outputs, c.errors, c.retries, c.skipped, left, events)
         c.errors = c.retries = c.skipped = 0
         return reply
 
@@ -270,7 +291,7 @@ class RemoteCaller:
         except WorkerDied as died:
             if self.state.stopped:
                 raise Aborted from None
-            raise self._crashed(None, None, died) from None
+            raise self._crashed(None, None, died) from died
         with self.lock:
             self.worker = worker
         return worker
@@ -377,7 +398,7 @@ class RemoteCaller:
                     try:
                         again = self.policy.should_retry([item], offset + k, crash, attempt)
                     except StageError:
-                        raise self._crashed(offset + k, item, crash) from None
+                        raise self._crashed(offset + k, item, crash) from crash
                     if not again:
                         break
                     attempt += 1
@@ -395,10 +416,12 @@ class RemoteCaller:
         return err
 
     def _outputs(self, reply: tuple[Any, ...]) -> list[Any]:
-        _, outputs, errors, retries, skipped, _left = reply
+        _, outputs, errors, retries, skipped, _left, events = reply
         self.counters.errors += errors
         self.counters.retries += retries
         self.counters.skipped += skipped
+        if events:
+            self.policy.replay(events)  # may raise: an ``on_error`` callable that failed
         return outputs  # type: ignore[no-any-return]
 
     def close(self) -> None:

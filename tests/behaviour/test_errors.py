@@ -7,6 +7,7 @@ cause of the raised ``StageError``.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -277,13 +278,60 @@ def test_skip_does_not_swallow_base_exceptions(backend: str) -> None:
 def test_an_on_error_callable_is_called_with_the_item_and_exception(
     backend: str, journal: Journal
 ) -> None:
+    # From a worker elsewhere the exception is a copy rebuilt by pickle: its type and
+    # attributes survive (its message may not: pickle calls Unusual("code 4")).
     def log(item: object, exc: BaseException) -> None:
-        journal.write(f"{item} {type(exc).__name__} {exc}")
+        journal.write(f"{item} {type(exc).__name__} {getattr(exc, 'code', None)}")
 
     with stage(fail_on(4), on_error=log, name="checked").iter(range(8), backend=backend) as run:
         assert list(run) == [0, 1, 2, 3, 5, 6, 7]
-    assert journal.lines() == ["4 Unusual code 4"]
+    assert journal.lines() == ["4 Unusual 4"]
     assert run.stats["checked"].skipped == 1
+
+
+def test_an_on_error_callable_runs_in_the_callers_process(backend: str) -> None:
+    # The documented pattern: a handler that records bad items in a list of the
+    # caller's. On process and Ray the call fails in a worker elsewhere; the
+    # handler still runs here, where the list is.
+    bad: list[tuple[int, str]] = []
+
+    def remember(item: int, exc: BaseException) -> None:
+        bad.append((item, type(exc).__name__))
+
+    @stage(on_error=remember, workers=2, retries=1)
+    def odd_only(x: int) -> int:
+        if x % 5 == 0:
+            raise ValueError(x)
+        return x
+
+    assert odd_only.run(range(20), backend=backend) == [x for x in range(20) if x % 5]
+    assert sorted(bad) == [(x, "ValueError") for x in range(0, 20, 5)]
+
+
+def test_retries_and_skips_are_logged_in_the_callers_process(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    @stage(on_error="skip", retries=1)
+    def picky(x: int) -> int:
+        if x == 3:
+            raise ValueError(x)
+        return x
+
+    with caplog.at_level(logging.INFO, logger="flowpipe"):
+        assert picky.run(range(6), backend=backend) == [0, 1, 2, 4, 5]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'picky': retrying input #3" in m for m in messages), messages
+    assert any("'picky': skipped input #3" in m for m in messages), messages
+
+
+def test_an_on_error_callable_that_raises_fails_the_run_on_every_backend(backend: str) -> None:
+    def give_up(item: int, exc: BaseException) -> None:
+        raise RuntimeError(f"cannot handle {item}")
+
+    with pytest.raises(StageError) as info:
+        stage(fail_on(4), on_error=give_up, name="checked").run(range(8), backend=backend)
+    assert (info.value.stage, info.value.item) == ("checked", 4)
+    assert isinstance(info.value.__cause__, RuntimeError)
 
 
 def test_an_on_error_callable_sees_every_failing_item_once(backend: str, journal: Journal) -> None:

@@ -256,3 +256,40 @@ def test_a_generator_output_that_cannot_be_sent_names_the_stage() -> None:
     with pytest.raises(StageError, match="cannot be sent back") as info:
         stage(locks, name="locker").run([1], backend=P)
     assert (info.value.stage, info.value.index) == ("locker", None)
+
+
+def test_a_crash_after_the_retries_keeps_how_the_worker_died_as_cause() -> None:
+    with pytest.raises(WorkerCrashed) as info:
+        stage(die_on(5), name="deadly", retries=1).run(range(10), backend=P)
+    assert "exit code 3" in str(info.value.__cause__)
+
+
+def test_a_stage_whose_init_exits_says_how_the_worker_ended() -> None:
+    class Leaves:
+        def __init__(self) -> None:
+            os._exit(4)
+
+        def __call__(self, x: int) -> int:
+            return x
+
+    with pytest.raises(WorkerCrashed) as info:
+        stage(Leaves, name="leaves")().run(range(3), backend=P)
+    assert "exit code 4" in str(info.value)
+    assert "still running" not in str(info.value)
+
+
+class PicklingExits(Exception):
+    """An exception whose pickling raises a BaseException that is not an Exception."""
+
+    def __reduce__(self) -> Any:
+        raise SystemExit("no pickling for me")
+
+
+def test_an_exception_whose_pickling_raises_a_base_exception_arrives_as_text() -> None:
+    def fails(x: int) -> int:
+        raise PicklingExits("the real problem")
+
+    with pytest.raises(StageError) as info:
+        stage(fails, name="odd").run([1], backend=P)
+    assert not isinstance(info.value, WorkerCrashed)
+    assert "the real problem" in str(info.value)
