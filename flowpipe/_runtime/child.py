@@ -9,7 +9,7 @@ parent's ``__main__`` is imported or run here, so a script without an
 Conversation (``wire`` messages on one socket)::
 
     parent                                  child
-    sys.path            ───────────────►
+    (sys.path, sys.argv) ──────────────►    the parent's, so imports and argv-reading code agree
     (label, stage, prefix, bundle_out) ►    build the callable (a class stage's instance)
                         ◄───────────────    ("ready",) | ("error", ...)
     ("call", items, offset, bundled, released, skip)
@@ -95,7 +95,7 @@ def serve(conn: Connection) -> int:
     from .._transport.buffer import Aborted
     from .remote import SliceServer, error_reply
 
-    sys.path[:] = wire.recv(conn)
+    sys.path[:], sys.argv[:] = wire.recv(conn)
     label = "?"
     try:
         label, node, prefix, bundle_out = wire.recv(conn)

@@ -118,7 +118,7 @@ class WorkerProcess:
         if it ends first, ``StageError`` if the stage cannot be rebuilt or built there."""
         worker = cls(label, state)
         try:
-            wire.send(worker.conn, sys.path, None)
+            wire.send(worker.conn, (sys.path, sys.argv), None)
             worker.conn.send_bytes(setup[0])
             worker.conn.send_bytes(setup[1])
             reply = worker.receive()

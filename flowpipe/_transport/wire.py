@@ -254,6 +254,17 @@ _MAY_MARK = frozenset({bytes, memoryview, tuple})
 IN_WORKER = False  # True in a worker process (set by ``child.main``)
 
 
+def _owned(name: str) -> bool:
+    """Whether a segment belongs to a run of this process (which counts who sees it and
+    unlinks it) rather than to the parent of this worker (which this one only maps).
+    A worker may itself run a pipeline of processes: its own runs' segments are its."""
+    return not IN_WORKER or name.startswith(owner_prefix(os.getpid()))
+
+
+def _owns(segments: list[tuple[str, int]]) -> bool:
+    return _owned(segments[0][0]) if segments else not IN_WORKER
+
+
 class Packed:
     """An output whose large buffers stay in shared memory where its worker put them.
 
@@ -277,14 +288,14 @@ class Packed:
         self.payload = payload
         self.count = count  # a bundle (``bundle``): how many items; None: one item
         self.nbytes = sum(size for _, size in segments)  # for buffer sizing
-        if not IN_WORKER:
+        if _owns(segments):
             hold([name for name, _ in segments])
 
     def unpack(self) -> Any:
         try:
             buffers = [_open_segment(name, size, owned=False) for name, size in self.segments]
             for (name, size), view in zip(self.segments, buffers):
-                if IN_WORKER:
+                if not _owned(name):
                     _remember_mapping(name, size, view)
                     recycle.track_mapping(name, view.obj)
                 else:  # an array here (a thread stage, the run's output) counts as a handle
@@ -304,7 +315,7 @@ class Packed:
         return (_arrive, (self.segments, self.payload, self.count))
 
     def __del__(self) -> None:
-        if IN_WORKER:  # the parent owns the segments; a worker only made them
+        if not _owns(self.segments):  # the parent owns the segments; a worker only made them
             return
         try:
             let_go([name for name, _ in self.segments])
@@ -375,7 +386,7 @@ def _reuse(raw: memoryview) -> tuple[str, int] | None:
 def _arrive(segments: list[tuple[str, int]], payload: bytes, count: int | None = None) -> Any:
     """Unpickling a ``Packed``: a worker maps the value, the parent keeps the handle."""
     packed = Packed(segments, payload, count)
-    return packed.unpack() if IN_WORKER else packed
+    return packed if _owns(segments) else packed.unpack()
 
 
 def bundle(outputs: list[Any], prefix: str) -> Packed:
@@ -510,7 +521,7 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
         if known is not None:
             segments.append(known)
         else:
-            pooled = reuse and (IN_WORKER or recycle.pooling(prefix))
+            pooled = reuse and (not _owned(prefix) or recycle.pooling(prefix))
             try:
                 segments.append(_new_segment(prefix, raw, pooled=pooled))
             except _NoRoom:

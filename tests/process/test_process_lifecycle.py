@@ -338,3 +338,29 @@ def test_a_script_that_ends_with_a_run_open_leaves_no_shared_memory(
     workers = [int(w) for w in (tmp_path / "workers.txt").read_text().split()]
     assert wait_gone([*workers, server], 8.0) == []
     assert [n for n in os.listdir(SHM_DIR) if n.startswith(f"fp{parent}_")] == []
+
+
+def test_a_stage_may_run_a_process_pipeline_of_its_own() -> None:
+    # The worker is then also a parent: the inner run's frames are its own to
+    # count and unlink, while the outer run's are its parent's.
+    @stage
+    def outer(n: int) -> tuple[int, int, Any, int]:
+        inner = stage(lambda x: x + 1) | stage(lambda x: np.full((300, 300), x, np.uint8))
+        frames = inner.run(range(n), backend=P)
+        return (n, sum(int(f[0, 0]) for f in frames), np.full((400, 400), n, np.uint8), os.getpid())
+
+    out = (outer | stage(lambda t: t)).run([3, 5, 8], backend=P)
+    assert [(n, total, int(a[0, 0])) for n, total, a, _ in out] == [
+        (3, 6, 3),
+        (5, 15, 5),
+        (8, 36, 8),
+    ]
+    workers = {pid for *_, pid in out}
+    left = [n for n in os.listdir(SHM_DIR) for w in workers if n.startswith(f"fp{w}_")]
+    assert left == []
+
+
+def test_workers_see_the_callers_sys_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["my_script.py", "--fast", "input.mp4"])
+    out = stage(lambda x: list(sys.argv)).run([1], backend=P)
+    assert out == [["my_script.py", "--fast", "input.mp4"]]
