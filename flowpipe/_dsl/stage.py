@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 from typing_extensions import Never, TypeVar, Unpack
 
 from .._errors import GraphError
-from .compose import Composable, In, Out, Pipeable
+from .compose import Composable, In, Out
 from .options import StageOptions, make_options
 
 if TYPE_CHECKING:
@@ -263,11 +263,12 @@ def _rebuild(
     return Stage(target, options, args=args, kwargs=kwargs, is_class=is_class)
 
 
-class StageClass(Pipeable[In, Out], Generic[In, Out, Fn]):
+class StageClass(Composable[In, Out], Generic[In, Out, Fn]):
     """What ``@stage`` returns for a class: calling it records constructor arguments.
 
     ``Classify(threshold=0.7)`` returns a ``Stage``; nothing is constructed until a
-    worker starts. Used bare in ``|``, the class is built with no arguments.
+    worker starts. Used bare (in ``|``, or ``Classify.run(items)``), the class is
+    built with no arguments.
     """
 
     __slots__ = ("_cls", "_options")

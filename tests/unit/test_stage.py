@@ -290,6 +290,17 @@ def test_a_bare_stage_class_in_a_pipe_is_built_with_no_arguments() -> None:
     assert last == Classify()
 
 
+def test_a_bare_stage_class_runs_as_a_pipeline_of_itself() -> None:
+    class Double:
+        def __call__(self, x: int) -> int:
+            return 2 * x
+
+    Doubled = stage(Double, workers=2)
+    assert Doubled.run(range(4)) == [0, 2, 4, 6]
+    with Doubled.iter([5]) as run:
+        assert list(run) == [10]
+
+
 def test_stage_class_repr_and_equality() -> None:
     Classify = stage(Recorder, workers=2)
     assert "Recorder" in repr(Classify)
