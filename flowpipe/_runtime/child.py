@@ -15,8 +15,8 @@ Conversation (``wire`` messages on one socket)::
     ("call", items, offset, bundled, released, skip)
                         ───────────────►    SliceCaller.call(items, offset)
                         ◄───────────────    a generator stage, while it runs:
-                                            ("part", outputs, (held, dropped))
-    ("more",)           ───────────────►    (one per part: at most PARTS_AHEAD unanswered)
+                                            ("part", outputs, events, (held, dropped))
+    ("more", released)  ───────────────►    (one per part: at most PARTS_AHEAD unanswered)
                         ◄───────────────    ("ok", outputs, errors, retries, skipped, left,
                                                    (held, dropped))
                                             | ("error", ...)
@@ -64,7 +64,7 @@ def _read_messages(
     """Read every message as it arrives, so that the parent can send the next slice
     while this process works on one (and never blocks on a full socket while this
     process writes a large reply). A ``("more",)`` gives ``credit`` for a part."""
-    from .._transport import wire
+    from .._transport import recycle, wire
 
     def end() -> None:
         closing.set()
@@ -81,6 +81,7 @@ def _read_messages(
             inbox.put(("unreadable", exc))
             return
         if message[0] == "more":
+            recycle.give_back(message[1])  # segments of ours nobody sees any more
             credit.release()
             continue
         if message[0] == "close":
@@ -123,7 +124,8 @@ def serve(conn: Connection) -> int:
         credit.acquire()
         if closing.is_set():
             raise Aborted
-        wire.send(conn, ("part", pack(outputs), recycle.report()), None)
+        events = server.take_events()
+        wire.send(conn, ("part", pack(outputs), events, recycle.report()), None)
 
     try:
         while True:

@@ -367,11 +367,11 @@ class SliceCaller:
         fn, pace = self.fn, self.pace
         flow = OutputFlow(part, pace, skip)
         out = flow.out  # stays one list
-        n = pace.chunk
         for k, x in enumerate(items):
             before = len(out)
             it: Iterator[Any] | None = None
             if not flow.skip:
+                n = pace.few
                 try:
                     it = fn(x)  # a generator: its own iterator
                     out.extend(itertools.islice(cast("Iterator[Any]", it), n))
@@ -382,7 +382,9 @@ class SliceCaller:
                     continue
                 if len(out) - before < n:  # the common case: all its outputs in one go
                     continue
-            flow.mark, flow.sent = before, 0  # many outputs: they may leave in parts
+                flow.many(before)  # more: what it gave so far leaves now, the rest in parts
+            else:
+                flow.begin()
             try:
                 if it is None:  # skipping the outputs a dead worker handed on
                     flow.drain(iter(fn(x)))
@@ -391,7 +393,6 @@ class SliceCaller:
             except Exception as exc:
                 flow.failed()  # a retry must not duplicate what the failed attempt yielded
                 self._retry_generator(flow, x, offset + k, exc)
-            n = pace.chunk
         self.left_to_skip = flow.skip
         return flow.rest()
 
@@ -604,41 +605,52 @@ class StageRun:
             caller: Caller = self.caller_factory(wid, counters)
         else:
             caller = LocalCaller(self.node, counters, unpack=self.state.packed)
-        if getattr(caller, "depth", 1) > 1 and not opts.window:
-            try:
-                self._pipelined_loop(cast("PipelinedCaller", caller), counters)
-            finally:
-                caller.close()
-            return
         try:
-            sizer = SliceSizer(MAX_SLICE, caller.slice_target, caller.slice_bytes)
-            batch, timeout = opts.batch, opts.batch_timeout
-            if self.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
-                batch, timeout = opts.workers, ASYNC_GROUP_SECONDS
-            reorderer, take, clock = self.reorderer, self.take, time.perf_counter
-            while True:
+            if getattr(caller, "depth", 1) > 1 and not opts.window:
+                self._pipelined_loop(cast("PipelinedCaller", caller), counters)
+            else:
+                self._slice_loop(caller, counters)
+        except BaseException:
+            try:  # the error in flight is the run's error, not one close() may raise
+                caller.close()
+            except BaseException:
+                pass
+            raise
+        caller.close()  # its error (a class stage's close() raised) fails the run
+
+    def _taking(self, caller: Caller) -> tuple[SliceSizer, int | None, float | None]:
+        """How a worker loop takes slices: its sizer, and batches (size, timeout)."""
+        opts = self.node.stage.options
+        sizer = SliceSizer(MAX_SLICE, caller.slice_target, caller.slice_bytes)
+        if self.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
+            return sizer, opts.workers, ASYNC_GROUP_SECONDS
+        return sizer, opts.batch, opts.batch_timeout
+
+    def _slice_loop(self, caller: Caller, counters: WorkerCounters) -> None:
+        """Take a slice, call it, hand its outputs on; until the input ends."""
+        sizer, batch, timeout = self._taking(caller)
+        reorderer, take, clock = self.reorderer, self.take, time.perf_counter
+        while True:
+            if reorderer is not None:
+                reorderer.room.acquire()
+            t0 = clock()
+            got = take(batch, batch, timeout) if batch else take(sizer.size)
+            t1 = clock()
+            if got is None:
                 if reorderer is not None:
-                    reorderer.room.acquire()
-                t0 = clock()
-                got = take(batch, batch, timeout) if batch else take(sizer.size)
-                t1 = clock()
-                if got is None:
-                    if reorderer is not None:
-                        reorderer.room.release()
-                    return
-                seq, offset, items = got
-                if counters.started is None:  # busy shares count from the first input on
-                    counters.started = t1
-                sink = PartSink(self, seq) if self.streams else None
-                outputs = caller.call(items, offset, sink)
-                t2 = clock()
-                self._hand_on(seq, outputs)
-                t3 = clock()
-                # bundles: the sizer counts them as items
-                sizer.update(len(items), t2 - t1, _slice_bytes(sizer, items, outputs))
-                self._count(counters, items, outputs, (t0, t1, t2, t3), sink)
-        finally:
-            caller.close()
+                    reorderer.room.release()
+                return
+            seq, offset, items = got
+            if counters.started is None:  # busy shares count from the first input on
+                counters.started = t1
+            sink = PartSink(self, seq) if self.streams else None
+            outputs = caller.call(items, offset, sink)
+            t2 = clock()
+            self._hand_on(seq, outputs)
+            t3 = clock()
+            # bundles: the sizer counts them as items
+            sizer.update(len(items), t2 - t1, _slice_bytes(sizer, items, outputs))
+            self._count(counters, items, outputs, (t0, t1, t2, t3), sink)
 
     def _pipelined_loop(self, caller: PipelinedCaller, counters: WorkerCounters) -> None:
         """``_sync_loop`` with up to ``caller.depth`` slices in flight, received in order.
@@ -647,11 +659,7 @@ class StageRun:
         there is room to reorder it): waiting for input must never hold back
         outputs that are already computed.
         """
-        opts = self.node.stage.options
-        sizer = SliceSizer(MAX_SLICE, caller.slice_target, caller.slice_bytes)
-        batch, timeout = opts.batch, opts.batch_timeout
-        if self.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
-            batch, timeout = opts.workers, ASYNC_GROUP_SECONDS
+        sizer, batch, timeout = self._taking(caller)
         reorderer, inp, clock = self.reorderer, self.inp, time.perf_counter
         pending: deque[tuple[int, int, list[Any], float, float]] = deque()
         ended = False

@@ -3,12 +3,15 @@
 A generator stage may yield any number of outputs for one input: every frame
 of a video, or an endless stream from a camera. Collecting them all before
 handing them on would hold the whole video in memory and never deliver the
-first output of an endless one. ``OutputFlow`` pulls a generator's outputs in
-chunks (``itertools.islice``: no Python-level step per output) whose size
-adapts so that one chunk takes about ``CHUNK_SECONDS``, and hands on what it
-holds (``part(outputs)``) once ``FLUSH_SECONDS`` have passed since the last
-hand-off, or once it holds ``MAX_HELD`` outputs or ``MAX_HELD_BYTES`` of
-large buffers. An input whose outputs all come in one chunk (the common
+first output of an endless one. An input's first outputs are pulled in one
+``islice`` of ``Pace.few`` (one more than the inputs before it gave, when they
+were quick): most inputs end there, for the cost of one ``islice``. An input
+that gives more hands on what is held at once, then ``OutputFlow.drain``
+pulls the rest in chunks that start at one output and grow while a chunk
+takes less than ``CHUNK_SECONDS`` (so a slow generator, a camera, is pulled
+one output at a time), and hands on what it holds (``part(outputs)``) once
+``FLUSH_SECONDS`` have passed since the last hand-off, or once it holds
+``MAX_HELD`` outputs or ``MAX_HELD_BYTES`` of large buffers. An input whose outputs all come in one chunk (the common
 case: a few outputs each) costs one ``islice`` more than a plain loop, and its
 outputs leave with the slice, whose size the worker loop already bounds. Handing on waits while the next stage's buffer is full, and
 the generator waits with it: memory stays bounded by the buffers.
@@ -34,6 +37,7 @@ from .._transport.buffer import payload_bytes
 CHUNK_SECONDS = 0.001  # a chunk pulled in one go takes about this long
 FLUSH_SECONDS = 0.01  # outputs wait at most about this long (at the generator's pace)
 MAX_CHUNK = 1024  # outputs pulled in one go at most
+MAX_FEW = 128  # outputs an input's first pull takes at most
 MAX_HELD = 4096  # outputs of one input held before they are handed on, whatever the time
 MAX_HELD_BYTES = 8 << 20  # ... or large buffers (NumPy arrays, bytes): one 1080p frame
 
@@ -47,20 +51,26 @@ class HandOnFailed(BaseException):
 
 
 class Pace:
-    """How many outputs a chunk pulls, learned from the generator's pace; one per stage worker."""
+    """How many outputs an input's first pull takes; one per stage worker."""
 
-    __slots__ = ("chunk",)
+    __slots__ = ("few",)
 
     def __init__(self) -> None:
-        self.chunk = 1
+        self.few = 1
 
-    def learn(self, n: int, seconds: float) -> None:
-        """A full chunk of ``n`` outputs took ``seconds``: grow by at most 2x, shrink at once."""
-        if seconds <= 0:
-            self.chunk = min(MAX_CHUNK, n * 2)
-            return
-        fit = int(n * CHUNK_SECONDS / seconds)
-        self.chunk = max(1, min(fit, n * 2, MAX_CHUNK))
+    def quick_input(self, outputs: int) -> None:
+        """An input gave ``outputs`` quickly: the next input's first pull may take them
+        all, if they are few (a first pull waits for all it takes: the next input may
+        be a slow generator)."""
+        if self.few <= outputs < MAX_FEW:
+            self.few = outputs + 1
+
+
+def next_chunk(n: int, seconds: float) -> int:
+    """A full chunk of ``n`` outputs took ``seconds``: grow by at most 2x, shrink at once."""
+    if seconds <= 0:
+        return min(MAX_CHUNK, n * 2)
+    return max(1, min(int(n * CHUNK_SECONDS / seconds), n * 2, MAX_CHUNK))
 
 
 class OutputFlow:
@@ -86,14 +96,23 @@ class OutputFlow:
         self.mark = len(self.out)
         self.sent = 0
 
+    def many(self, before: int) -> None:
+        """The input whose outputs start at ``before`` in ``out`` gives more than its
+        first pull took: hand on what is held now (its first outputs must not wait
+        for a generator that may be slow to give the next), then ``drain``."""
+        self.mark, self.sent = before, 0
+        if self.part is not None:
+            self._flush(time.perf_counter())
+
     def drain(self, it: Iterator[Any], fresh: bool = True) -> None:
         """Pull one attempt's outputs, handing them on as they come; ``fresh``: a new
         attempt (not the rest of one whose first outputs were taken already)."""
         if fresh and self.sent:  # a retry: the failed attempt handed these on already
             deque(itertools.islice(it, self.sent), maxlen=0)
-        clock, pace, part, out = time.perf_counter, self.pace, self.part, self.out
+        clock, part, out = time.perf_counter, self.part, self.out
+        started, given = clock(), len(out) - self.mark + self.sent
+        n = 1
         while True:
-            n = pace.chunk
             t0 = clock()
             got: list[Any] = list(itertools.islice(it, n))
             now = clock()
@@ -105,10 +124,11 @@ class OutputFlow:
             else:
                 out += got
             if len(got) < n:  # the end
-                if now - t0 < CHUNK_SECONDS / 4:  # quick: next time, try it in one chunk
-                    pace.chunk = min(MAX_CHUNK, max(pace.chunk, n * 2))
+                if now - started < CHUNK_SECONDS:
+                    self.pace.quick_input(given + len(got))
                 return
-            pace.learn(n, now - t0)
+            given += n
+            n = next_chunk(n, now - t0)
             if part is not None and (
                 now - self.last >= FLUSH_SECONDS
                 or len(out) >= MAX_HELD

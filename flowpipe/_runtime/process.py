@@ -47,6 +47,7 @@ from . import boot, forkserver
 from .base import Backend, Worker
 from .engine import Caller, RunState, StageRun
 from .remote import (
+    REMOTE_DEPTH,
     RemoteCaller,
     RemoteFailure,
     RemoteWorker,
@@ -185,10 +186,14 @@ class WorkerProcess:
         return tuple(answer)
 
     def more(self) -> None:
+        """Also gives back the segments nobody sees any more: a generator's slice may
+        not end for a long time (a camera), and the worker reuses them meanwhile."""
+        released = recycle.take_released(self.maker)
         try:
-            wire.send(self.conn, ("more",), None)
+            wire.send(self.conn, ("more", released), None)
         except OSError:  # it ended: the next ``reply`` reads why (an error reply, or EOF)
-            pass
+            for name in released:
+                wire.unlink(name)
 
     def receive(self) -> Any:
         """The next message; a worker still busy when the run stops is killed after a
@@ -275,6 +280,8 @@ class ProcessBackend(Backend):
                 what=WHAT,
                 slice_target=PROCESS_SLICE_SECONDS,
                 slice_bytes=PROCESS_SLICE_BYTES,
+                # A generator's slice may never end (a camera): nothing may queue behind it.
+                depth=1 if stage_run.streams else REMOTE_DEPTH,
             )
 
         stage_run.caller_factory = factory

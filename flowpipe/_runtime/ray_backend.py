@@ -213,7 +213,8 @@ class _StageActor:
         self._put(reply)
 
     def _part(self, outputs: list[Any]) -> None:
-        self._put(("part", outputs))
+        assert self.server is not None
+        self._put(("part", outputs, self.server.take_events()))
 
     def _put(self, reply: tuple[Any, ...]) -> None:
         while not self.stopping.is_set():

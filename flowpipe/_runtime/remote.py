@@ -72,19 +72,24 @@ def error_reply(
     return ("error", label, index, item, exc_bytes, f"{type(exc).__name__}: {exc}", text, what)
 
 
-def _sendable(event: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A policy event that pickles: an exception that does not travels as its text,
-    an item that does not as ``None``."""
-    kind, index, what, exc = event
+def _round_trips(x: Any) -> bool:
+    """Whether ``x`` pickles and unpickles (an exception whose ``__init__`` takes other
+    arguments than its ``args`` pickles, then fails to rebuild)."""
     try:
-        cloudpickle.dumps(exc)
+        cloudpickle.loads(cloudpickle.dumps(x))
     except BaseException:
+        return False
+    return True
+
+
+def _sendable(event: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A policy event that the caller can rebuild: an exception that cannot travels
+    as its text, an item that cannot as ``None``."""
+    kind, index, what, exc = event
+    if not _round_trips(exc):
         exc = RemoteFailure(f"{type(exc).__name__}: {exc}")
-    if kind == "skip":
-        try:
-            cloudpickle.dumps(what)
-        except BaseException:
-            what = [None] * len(what)
+    if kind == "skip" and not _round_trips(what):
+        what = [None] * len(what)
     return (kind, index, what, exc)
 
 
@@ -127,11 +132,16 @@ class SliceServer:
             return error_reply(self.label, None, None, exc)  # which item: not known here
         c = self.counters
         left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
-        events = [_sendable(e) for e in self.events]
-        self.events.clear()
-        reply = ("ok", outputs, c.errors, c.retries, c.skipped, left, events)
+        reply = ("ok", outputs, c.errors, c.retries, c.skipped, left, self.take_events())
         c.errors = c.retries = c.skipped = 0
         return reply
+
+    def take_events(self) -> list[tuple[Any, ...]]:
+        """The retries and skips since the last call, for the caller to replay (a part
+        of a generator's outputs carries them too, so they are not held back)."""
+        events = [_sendable(e) for e in self.events]
+        self.events.clear()
+        return events
 
     def close(self) -> None:
         try:
@@ -276,9 +286,11 @@ class RemoteCaller:
         self.lock = threading.Lock()
         self.stage_run = stage_run
         self.depth = depth
-        # submitted, not received: (items, offset, bundled, delivered to the worker)
-        self.sent: deque[tuple[list[Any], int, bool, bool]] = deque()
-        self.recovered: deque[list[Any]] = deque()  # outputs of lost slices, run again
+        # submitted, not received: (items, offset, bundled, delivered to the worker;
+        # None: held back until its turn)
+        self.sent: deque[tuple[list[Any], int, bool, bool | None]] = deque()
+        # Slices lost in a crash, to run again in their turn: (items, offset, skip).
+        self.reruns: deque[tuple[list[Any], int, int]] = deque()
         self.broken = False  # a send failed: the worker is gone
         self.worker: RemoteWorker | None = None
         self.worker = self._start()
@@ -310,8 +322,10 @@ class RemoteCaller:
     def submit(self, items: list[Any], offset: int) -> None:
         """Send a slice to the worker; ``depth`` of them may be on their way at once."""
         bundled = self.stage_run.bundles_in
-        delivered = False
-        if not self.broken and self.worker is not None:
+        delivered: bool | None = False
+        if self.reruns or any(d is None for *_, d in self.sent):
+            delivered = None  # lost slices run again first: this one is sent in its turn
+        elif not self.broken and self.worker is not None:
             try:
                 self.worker.send(items, offset, bundled)
                 delivered = True
@@ -323,37 +337,54 @@ class RemoteCaller:
 
     def receive(self, part: Part | None = None) -> list[Any]:
         """The outputs of the oldest slice submitted (those not given to ``part``)."""
-        if self.recovered:
-            return self.recovered.popleft()
-        _, offset, _, delivered = self.sent[0]
+        if self.reruns:
+            return self._one_by_one(*self.reruns.popleft(), part)
+        items, offset, bundled, delivered = self.sent[0]
         assert self.worker is not None
         handed_on = 0  # outputs of this slice given to ``part``
         try:
-            if not delivered:
+            if delivered is None:  # held back while lost slices ran again: its turn now
+                self.worker.send(items, offset, bundled)
+            elif not delivered:
                 raise WorkerDied
             reply = self.worker.reply(offset)
             while reply[0] == "part":
-                outputs = reply[1]
-                handed_on += self._count_outputs(outputs)
-                if part is not None:
-                    part(outputs)
-                self.worker.more()
+                handed_on += self._take_part(reply, part, [])
                 reply = self.worker.reply(offset)
         except WorkerDied:
             if self.state.stopped:
                 raise Aborted from None
-            return self._recover(handed_on)
+            return self._recover(handed_on, part)
         self.sent.popleft()
         return self._outputs(reply)
+
+    def _take_part(self, reply: tuple[Any, ...], part: Part | None, held: list[Any]) -> int:
+        """A ``("part", outputs, events)`` reply: its events replayed, its outputs handed on
+        (after ``held``, outputs of the slice that came before them) or, without
+        ``part``, added to ``held``; the worker may send the next. Returns how many."""
+        _, outputs, events = reply
+        if events:
+            self.policy.replay(events)
+        if part is None:
+            held.extend(outputs)
+        else:
+            if held:
+                part(held[:])
+                held.clear()
+            part(outputs)
+        assert self.worker is not None
+        self.worker.more()
+        return self._count_outputs(outputs)
 
     def _count_outputs(self, outputs: list[Any]) -> int:
         return bundle_count(outputs) if self.stage_run.bundles_out else len(outputs)
 
-    def _recover(self, handed_on: int) -> list[Any]:
+    def _recover(self, handed_on: int, part: Part | None) -> list[Any]:
         """The worker died: every slice sent to it is lost; of the first, ``handed_on``
         outputs came out. Without ``retries``/``on_error``: ``WorkerCrashed``. Otherwise
         they run again, in order, one item at a time on a fresh worker, to find the item
-        that kills it (the first slice's first ``handed_on`` outputs are not sent again)."""
+        that kills it (the first slice's first ``handed_on`` outputs are not sent again),
+        each when its turn comes (``receive``), so a generator's parts go on streaming."""
         lost = [
             (unbundle(items) if bundled else items, offset)
             for items, offset, bundled, _ in self.sent
@@ -370,11 +401,14 @@ class RemoteCaller:
         if self.policy.retries:
             self.counters.retries += 1  # the slices run again, one item at a time
         for items, offset in lost:
-            self.recovered.append(self._one_by_one(items, offset, handed_on))
+            self.reruns.append((items, offset, handed_on))
             handed_on = 0
-        return self.recovered.popleft()
+        return self._one_by_one(*self.reruns.popleft(), part)
 
-    def _one_by_one(self, items: list[Any], offset: int, skip: int) -> list[Any]:
+    def _one_by_one(self, items: list[Any], offset: int, skip: int, part: Part | None) -> list[Any]:
+        """Run a lost slice again, item by item; ``skip``: its first outputs, handed on
+        before the crash, are not sent again (nor, after a crash here, those handed on
+        by the attempt that died)."""
         out: list[Any] = []
         for k, item in enumerate(items):
             attempt = 1
@@ -383,9 +417,8 @@ class RemoteCaller:
                 try:
                     self.worker.send([item], offset + k, skip=skip)
                     reply = self.worker.reply(offset + k)
-                    while reply[0] == "part":  # kept here: the slice's outputs go out whole
-                        out.extend(reply[1])
-                        self.worker.more()
+                    while reply[0] == "part":
+                        skip += self._take_part(reply, part, out)
                         reply = self.worker.reply(offset + k)
                     out.extend(self._outputs(reply))
                     skip = reply[5]

@@ -334,6 +334,36 @@ def test_an_on_error_callable_that_raises_fails_the_run_on_every_backend(backend
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
+class NeedsTwoArguments(Exception):
+    """Pickles, but cannot be rebuilt from its ``args`` (one string, for two parameters)."""
+
+    def __init__(self, url: str, code: int) -> None:
+        super().__init__(f"{url}: {code}")
+        self.url, self.code = url, code
+
+
+def test_skip_and_retries_survive_an_exception_that_cannot_be_rebuilt(backend: str) -> None:
+    tries: dict[int, int] = {}
+    bad: list[tuple[int, str]] = []
+
+    def fetch(x: int) -> int:
+        tries[x] = tries.get(x, 0) + 1
+        if x == 1 or (x == 2 and tries[x] == 1):  # 1 always fails, 2 once
+            raise NeedsTwoArguments(f"http://h/{x}", 503)
+        return x
+
+    def remember(item: int, exc: BaseException) -> None:
+        bad.append((item, str(exc)))
+
+    assert stage(fetch, on_error="skip").run(range(4), backend=backend) == [0, 3]
+    tries.clear()
+    assert stage(fetch, retries=1).run([0, 2, 3], backend=backend) == [0, 2, 3]
+    tries.clear()
+    assert stage(fetch, on_error=remember).run(range(4), backend=backend) == [0, 3]
+    assert [item for item, _ in bad] == [1, 2]
+    assert all("http://h/" in text for _, text in bad)
+
+
 def test_an_on_error_callable_sees_every_failing_item_once(backend: str, journal: Journal) -> None:
     def log(item: object, exc: BaseException) -> None:
         journal.write(str(item))

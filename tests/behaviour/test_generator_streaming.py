@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
-from helpers import Journal
+from helpers import FileGate, Journal
 
 from flowpipe import stage
 from flowpipe._runtime.outflow import MAX_CHUNK, MAX_HELD
@@ -20,6 +21,7 @@ PROGRESS_EVERY = 1_000  # the generators below write their progress this often
 # Outputs a generator may run ahead of the consumer: the buffers and the parts on
 # their way (between worker processes, 16 bundles of one part each).
 AHEAD_BOUND = 200_000
+HELD_S = 5.0  # how long a generator waits for the test to see its output
 LONG = 2 * MAX_HELD + 500  # outputs of one input: at least two parts leave before it ends
 FAIL_AT = 2 * MAX_HELD + 100  # ... and before an error at this output
 
@@ -97,3 +99,65 @@ def test_skip_keeps_what_a_failing_generator_handed_on(backend: str) -> None:
     assert FAIL_AT - MAX_HELD - MAX_CHUNK < len(failed) < FAIL_AT
     assert [o for o in out if o[0] != 1] == [(x, k) for x in (0, 2) for k in range(LONG)]
     assert run.stats["upto"].skipped == 1
+
+
+def test_a_generator_that_is_slow_after_a_quick_input_is_not_held_back(
+    backend: str, tmp_path: Path
+) -> None:
+    # Input 0 gives many outputs at once; input 1 gives one, then waits for the
+    # test's gate. Its first output must arrive while it waits: the pull of a
+    # chunk must not wait for outputs a slow generator has not made yet.
+    gate = FileGate(tmp_path / "gate")
+
+    @stage
+    def feed(x: int) -> Iterator[tuple[int, int]]:
+        if x == 0:
+            yield from ((0, k) for k in range(5_000))
+        else:
+            yield (1, 0)
+            if not gate.wait(HELD_S):  # (1, 0) was held back until this gives up
+                yield (1, -1)
+            yield (1, 1)
+
+    with feed.iter([0, 1], backend=backend) as run:
+        outputs = list(itertools.islice(run, 5_001))
+        assert outputs[-1] == (1, 0)
+        gate.open()
+        assert list(run) == [(1, 1)]
+
+
+def test_endless_generators_on_several_workers_all_deliver(backend: str) -> None:
+    @stage(workers=3, ordered=False)
+    def camera(name: str) -> Iterator[str]:
+        while True:
+            yield name
+
+    with camera.iter(["a", "b", "c"], backend=backend) as run:
+        seen = set()
+        for name in run:
+            seen.add(name)
+            if len(seen) == 3:
+                break
+    assert seen == {"a", "b", "c"}
+
+
+def test_an_on_error_handler_is_not_held_back_by_a_streaming_generator(
+    backend: str, tmp_path: Path
+) -> None:
+    # Input 0 fails; input 1 streams and waits for the handler of input 0's error
+    # (which opens the gate, in the caller's process) before it ends.
+    gate = FileGate(tmp_path / "gate")
+
+    def handler(item: int, exc: BaseException) -> None:
+        gate.open()
+
+    @stage(on_error=handler)
+    def feed(x: int) -> Iterator[tuple[int, int]]:
+        if x == 0:
+            raise ValueError(x)
+        yield (x, 0)
+        if not gate.wait(HELD_S):  # the handler was held back until this gave up
+            yield (x, -1)
+        yield (x, 1)
+
+    assert feed.run([0, 1], backend=backend) == [(1, 0), (1, 1)]

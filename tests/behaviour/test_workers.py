@@ -91,6 +91,22 @@ def test_an_error_in_close_fails_the_run_naming_the_stage(backend: str) -> None:
     assert "disk full while flushing" in str(info.value)
 
 
+def test_an_error_in_close_does_not_replace_the_runs_first_error(backend: str) -> None:
+    class Picky:
+        def __call__(self, x: int) -> int:
+            if x == 3:
+                raise ValueError("item 3 is bad")
+            return x
+
+        def close(self) -> None:
+            raise RuntimeError("close failed")
+
+    with pytest.raises(StageError) as info:
+        stage(Picky, name="picky")().run(range(10), backend=backend)
+    assert (info.value.index, info.value.item) == (3, 3)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
 def test_a_slow_close_is_waited_for_when_the_run_ends(backend: str, journal: Journal) -> None:
     # A stage that flushes a file in close() must not be cut off at the end of a
     # run that went well, however long the flush takes: here longer than the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import signal
@@ -10,14 +11,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import crash_once
 
 from flowpipe import StageError, WorkerCrashed, stage
 from flowpipe._runtime.outflow import MAX_HELD
+from flowpipe._transport.wire import SHM_DIR
 
 P = "process"
 LONG = 2 * MAX_HELD + 500  # a generator's outputs for one input: they leave in parts
+PREFIX = f"fp{os.getpid()}_"  # this process's runs' shared-memory segments
 
 
 def die_on(bad: int, how: str = "exit") -> Any:
@@ -293,3 +297,67 @@ def test_an_exception_whose_pickling_raises_a_base_exception_arrives_as_text() -
         stage(fails, name="odd").run([1], backend=P)
     assert not isinstance(info.value, WorkerCrashed)
     assert "the real problem" in str(info.value)
+
+
+def dies_at(marker_dir: Path, at: list[int]) -> Any:
+    """A generator whose worker dies once at each output number in ``at`` (input 1 only)."""
+
+    def frames(x: int) -> Any:
+        for k in range(LONG):
+            deaths = len(os.listdir(marker_dir))
+            if x == 1 and deaths < len(at) and k == at[deaths]:
+                (marker_dir / str(deaths)).touch()
+                os._exit(3)
+            yield (x, k)
+
+    return frames
+
+
+def test_a_generator_whose_worker_dies_twice_at_different_points_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    # The second death comes later than the first, during the run again: what the
+    # dying second attempt handed on is not sent by the third.
+    at = [MAX_HELD + 100, 2 * MAX_HELD + 100]
+    with stage(dies_at(tmp_path, at), name="frames", retries=3).iter(range(3), backend=P) as run:
+        out = list(run)
+    assert len(os.listdir(tmp_path)) == 2
+    assert out == [(x, k) for x in range(3) for k in range(LONG)]
+
+
+def test_an_endless_generator_goes_on_streaming_after_its_worker_died(tmp_path: Path) -> None:
+    def endless(x: int) -> Any:
+        k = 0
+        while True:
+            if k == 100 and not (tmp_path / "died").exists():
+                (tmp_path / "died").touch()
+                os._exit(3)
+            yield k
+            k += 1
+
+    with stage(endless, retries=1).iter([0], backend=P) as run:
+        first = list(itertools.islice(run, 3 * MAX_HELD))
+    assert (tmp_path / "died").exists()
+    assert first == list(range(3 * MAX_HELD))
+
+
+def test_an_endless_generator_of_frames_keeps_shared_memory_bounded() -> None:
+    # Segments come back to the worker with each part it is answered for, not only
+    # with its next slice, which an endless generator never asks for.
+    @stage
+    def camera(x: int) -> Any:
+        k = 0
+        while True:
+            yield np.full((1080, 1920, 3), k % 251, np.uint8)
+            k += 1
+
+    with camera.iter([0], backend=P) as run:
+        peak = 0
+        for k, frame in enumerate(run):
+            assert int(frame[0, 0, 0]) == k % 251
+            del frame
+            if k % 20 == 0:
+                peak = max(peak, len([n for n in os.listdir(SHM_DIR) if n.startswith(PREFIX)]))
+            if k == 300:
+                break
+    assert peak < 100, f"{peak} segments for 300 frames"
