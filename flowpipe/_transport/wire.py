@@ -262,7 +262,12 @@ def _owned(name: str) -> bool:
 
 
 def _owns(segments: list[tuple[str, int]]) -> bool:
-    return _owned(segments[0][0]) if segments else not IN_WORKER
+    """Whether a handle is one of this process's runs' (to keep, not map). A bundle a
+    nested run's worker made may also name a segment of this worker's parent (an
+    input array passed on unchanged): any segment of its own makes it ours."""
+    if not segments:
+        return not IN_WORKER
+    return any(_owned(name) for name, _ in segments)
 
 
 class Packed:
@@ -288,8 +293,7 @@ class Packed:
         self.payload = payload
         self.count = count  # a bundle (``bundle``): how many items; None: one item
         self.nbytes = sum(size for _, size in segments)  # for buffer sizing
-        if _owns(segments):
-            hold([name for name, _ in segments])
+        hold([name for name, _ in segments])  # those of its segments this process owns
 
     def unpack(self) -> Any:
         try:
@@ -315,9 +319,7 @@ class Packed:
         return (_arrive, (self.segments, self.payload, self.count))
 
     def __del__(self) -> None:
-        if not _owns(self.segments):  # the parent owns the segments; a worker only made them
-            return
-        try:
+        try:  # of its segments, those this process owns (a worker's are its parent's)
             let_go([name for name, _ in self.segments])
         except Exception:  # at interpreter exit; the run's sweep has it covered
             pass
@@ -332,10 +334,12 @@ _owners_lock = threading.RLock()  # re-entrant: a finaliser may run while it is 
 
 
 def hold(names: list[str]) -> None:
-    """One more handle or mapping sees each of ``names``."""
+    """One more handle or mapping sees each of ``names`` (those this process owns: a
+    worker does not count its parent's segments, however it came to see them)."""
     with _owners_lock:
         for name in names:
-            _owners[name] = _owners.get(name, 0) + 1
+            if _owned(name):
+                _owners[name] = _owners.get(name, 0) + 1
 
 
 def let_go(names: list[str]) -> None:
@@ -344,6 +348,8 @@ def let_go(names: list[str]) -> None:
     gone: list[str] = []
     with _owners_lock:
         for name in names:
+            if not _owned(name):  # its parent's: the parent lets go of it
+                continue
             left = _owners.pop(name, 1) - 1
             if left > 0:
                 _owners[name] = left

@@ -364,3 +364,27 @@ def test_workers_see_the_callers_sys_argv(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(sys, "argv", ["my_script.py", "--fast", "input.mp4"])
     out = stage(lambda x: list(sys.argv)).run([1], backend=P)
     assert out == [["my_script.py", "--fast", "input.mp4"]]
+
+
+@pytest.mark.parametrize("inner_copies", [False, True])
+def test_a_nested_run_may_carry_the_workers_own_input_array(inner_copies: bool) -> None:
+    # The array the outer worker received (its parent's segment) goes through the
+    # inner run's process-to-process edge, passed on unchanged or copied, and is
+    # returned too: the inner run must neither open its bundles too early nor let
+    # go of (unlink) a segment that is the outer parent's.
+    def ident(t: tuple[Any, int]) -> tuple[Any, int]:
+        return (t[0] + 0, t[1]) if inner_copies else t
+
+    @stage
+    def outer(a: Any) -> tuple[Any, list[float]]:
+        inner = stage(ident, name="id") | stage(lambda t: float(t[0][0]) + t[1], name="add")
+        return a, inner.run([(a, k) for k in range(3)], backend=P)
+
+    @stage
+    def check(t: tuple[Any, list[float]]) -> tuple[float, list[float], float]:
+        a, res = t
+        return float(a[0]), res, float(a.sum())
+
+    make = stage(lambda x: np.full(131_072, x, dtype=np.float64), name="make")
+    out = (make | outer | check).run(range(4), backend=P)
+    assert out == [(float(x), [x + 0.0, x + 1.0, x + 2.0], x * 131_072.0) for x in range(4)]
