@@ -177,7 +177,9 @@ def serve(conn: Connection) -> int:
 def main(conn_fd: int, lifeline_fd: int) -> None:
     from .._transport import wire
 
-    wire.IN_WORKER = True  # shared-memory handles arriving here are mapped, not kept
+    # Handles of the parent's segments arriving here are mapped, not kept (the
+    # segments of a pipeline this worker runs itself are its own: ``wire._owned``).
+    wire.IN_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends us
     threading.Thread(target=_watch_parent, args=(lifeline_fd,), daemon=True).start()
     conn = Connection(conn_fd)
