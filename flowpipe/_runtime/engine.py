@@ -559,8 +559,7 @@ class StageRun:
         self.reorderer = Reorderer(emitter, room) if room is not None else None
         if self.reorderer is not None:
             state.on_stop.append(self.reorderer.abort)
-        # A generator stage hands its outputs on while a slice runs (``outflow``).
-        self.streams = node.stage.call_kind == "generator" and opts.batch is None
+        self.streams = streams_outputs(node)
         self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
         self.take = WindowTaker(inp, opts.window, opts.stride).take if opts.window else inp.take
         # A backend that runs the calls elsewhere (a worker process) sets this;
@@ -740,6 +739,12 @@ class StageRun:
             n_out += sink.handed_on
         calls = 1 if self.node.stage.options.batch else n_in
         counters.count_slice(n_in, n_out, calls, *times)
+
+
+def streams_outputs(node: StageNode) -> bool:
+    """Whether the stage hands its outputs on while a slice runs (``outflow``): a
+    generator stage without ``batch``."""
+    return node.stage.call_kind == "generator" and node.stage.options.batch is None
 
 
 class PartSink:

@@ -38,7 +38,7 @@ from .._observe.counters import WorkerCounters
 from .._transport import wire
 from .._transport.buffer import Aborted, payload_bytes
 from .base import Backend, Worker
-from .engine import Caller, RunState, StageRun
+from .engine import Caller, RunState, StageRun, streams_outputs
 from .remote import (
     RemoteCaller,
     RemoteWorker,
@@ -160,7 +160,7 @@ class _StageActor:
     def __init__(self) -> None:
         self.server: SliceServer | None = None
         self.streams = False  # a generator stage: its slices run in a thread, in parts
-        # A streaming slice's replies: ("part", outputs)..., then its reply. One at a
+        # A streaming slice's replies: ("part", outputs, events)..., then its reply. One at a
         # time, so the generator waits while a part is on its way (backpressure).
         self.replies: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=1)
         self.slice: threading.Thread | None = None
@@ -174,7 +174,7 @@ class _StageActor:
         try:
             label, node = cloudpickle.loads(stage_bytes)
             self.server = SliceServer(label, node)
-            self.streams = node.stage.call_kind == "generator" and node.stage.options.batch is None
+            self.streams = streams_outputs(node)
         except BaseException as exc:
             return error_reply(label, None, None, exc, "start")
         return ("ready",)

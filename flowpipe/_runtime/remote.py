@@ -241,7 +241,7 @@ class RemoteWorker(Protocol):
 
     def reply(self, offset: int) -> tuple[Any, ...]:
         """The next reply for the oldest slice sent (``offset`` is its own):
-        ``("part", outputs)`` while a generator stage runs (answer with ``more``),
+        ``("part", outputs, events)`` while a generator stage runs (answer with ``more``),
         then ``("ok", ...)``; raises ``StageError`` for an error reply and
         ``WorkerDied`` when the worker went away."""
         ...

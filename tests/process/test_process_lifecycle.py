@@ -164,11 +164,9 @@ def test_workers_of_a_killed_parent_exit_on_their_own(tmp_path: Path) -> None:
     assert wait_gone(_worker_pids(tmp_path), 5.0) == []
 
 
-ENDLESS_FRAMES = """
-import itertools, os, sys, time
-import numpy as np
-import flowpipe
-
+# The scripts' workers note their pids (the test waits for them to be gone); the
+# first stage makes frames of the script's SHAPE, large enough for shared memory.
+NOTE_PID = """
 def note_pid():
     with open("workers.txt", "a") as f:
         f.write(f"{os.getpid()}\\n")
@@ -177,8 +175,18 @@ class Make:
     def __init__(self):
         note_pid()
     def __call__(self, i):
-        return np.full((256, 256, 3), i % 251, np.uint8)   # 196 KB: shared memory
+        return np.full(SHAPE, i % 251, np.uint8)
+"""
 
+ENDLESS_FRAMES = (
+    """
+import itertools, os, sys, time
+import numpy as np
+import flowpipe
+SHAPE = (256, 256, 3)   # 196 KB
+"""
+    + NOTE_PID
+    + """
 class Mark:
     def __init__(self):
         note_pid()
@@ -195,6 +203,7 @@ for i, y in enumerate(pipe.iter(itertools.count(), backend="process")):
         print("server", forkserver.server_pid(), flush=True)
         print("running", flush=True)
 """
+)
 
 
 def test_a_killed_parent_leaves_no_shared_memory(tmp_path: Path) -> None:
@@ -289,22 +298,16 @@ def test_a_thread_run_can_hold_a_process_stage() -> None:
     assert all(pid != os.getpid() for _, pid in out)
 
 
-OPEN_RUN_AT_EXIT = """
+OPEN_RUN_AT_EXIT = (
+    """
 import os, sys
 import numpy as np
 import flowpipe
 from flowpipe._runtime import forkserver
-
-def note_pid():
-    with open("workers.txt", "a") as f:
-        f.write(f"{os.getpid()}\\n")
-
-class Make:
-    def __init__(self):
-        note_pid()
-    def __call__(self, i):
-        return np.full((1000, 1000), i % 251, np.uint8)   # 1 MB: shared memory
-
+SHAPE = (1000, 1000)   # 1 MB
+"""
+    + NOTE_PID
+    + """
 class Touch:
     def __init__(self):
         note_pid()
@@ -319,6 +322,7 @@ if sys.argv[1] == "raise":
 if sys.argv[1] == "exit":
     sys.exit(3)
 """
+)
 
 
 # A race (the fork server killed before its sweep) showed in about 1 of 20
