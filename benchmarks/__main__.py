@@ -93,8 +93,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def revision() -> str:
-    """The checkout's commit, with "+changes" when flowpipe/ differs from it."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    """The commit of the checkout flowpipe is imported from, with "+changes" when its
+    flowpipe/ differs from it (two revisions can be timed by the same runner)."""
+    import flowpipe
+
+    here = os.path.dirname(os.path.abspath(flowpipe.__file__))
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, check=False)
@@ -104,7 +107,7 @@ def revision() -> str:
     if not commit:
         return "unknown (not a git checkout)"
     return commit + (
-        " +changes in flowpipe/" if git("status", "--porcelain", "../flowpipe") else ""
+        " +changes in flowpipe/" if git("status", "--porcelain", ".") else ""
     )
 
 

@@ -34,8 +34,8 @@ if _typing.TYPE_CHECKING:
     from ._errors import WorkerCrashed as WorkerCrashed
     from ._observe.stats import RunStats as RunStats
     from ._observe.stats import StageStats as StageStats
-    from ._runtime.live import LiveRun as LiveRun
-    from ._runtime.run import Run as Run
+    from ._runtime.core.live import LiveRun as LiveRun
+    from ._runtime.core.run import Run as Run
 
 # The names are imported when first used (PEP 562), so that ``import flowpipe``
 # stays cheap: a worker process imports only what its stage needs (it starts
@@ -57,8 +57,8 @@ _LAZY = {
     "WorkerCrashed": "._errors",
     "RunStats": "._observe.stats",
     "StageStats": "._observe.stats",
-    "LiveRun": "._runtime.live",
-    "Run": "._runtime.run",
+    "LiveRun": "._runtime.core.live",
+    "Run": "._runtime.core.run",
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import Journal
 
-from flowpipe._runtime import forkserver
+from flowpipe._runtime.backends.process import forkserver
 
 BACKENDS = ["thread", "process"]
 if importlib.util.find_spec("ray") is not None:  # the extra flowpipe[ray] is installed
@@ -47,7 +47,7 @@ def ray_cluster() -> Iterator[None]:
         log_to_driver=False,
     )
     yield
-    from flowpipe._runtime import ray_backend
+    from flowpipe._runtime.backends import ray as ray_backend
 
     ray_backend.pool.clear()
     ray.shutdown()

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeAlias, overload
 
 from typing_extensions import Never, TypeVar
 
+from .._errors import GraphError
+
 if TYPE_CHECKING:
     from .._observe.stats import RunStats
-    from .._runtime.live import LiveRun
-    from .._runtime.run import Run
+    from .._runtime.core.live import LiveRun
+    from .._runtime.core.run import Run
     from .pipeline import Pipeline
     from .signatures import CallsOne
 
@@ -154,15 +156,26 @@ class Composable(Pipeable[In, Out]):
         self, source: Iterable[In] = NO_SOURCE, *, backend: str = "thread", **options: Any
     ) -> Run[Out]:
         """Start a run and return it as a streaming iterator (bounded memory)."""
-        from .._runtime.run import open_run
+        from .._plan.compile import compile_plan
+        from .._runtime.core.run import open_run
 
-        return open_run(self._as_pipeline(), source, backend=backend, **options)
+        pipe = self._as_pipeline()
+        items: Iterable[Any] | None = source
+        if source is NO_SOURCE:
+            items = pipe.source
+        elif pipe.source is not None:
+            raise GraphError(f"{pipe} already has a source bound; call run() without one")
+        return open_run(compile_plan(pipe, backend), items, **options)
 
     def start(self, *, backend: str = "thread", **options: Any) -> LiveRun[In, Out]:
         """Start a live run fed by ``put``: ``get``, iterate, ``close`` (drain), ``stats``."""
-        from .._runtime.live import open_live
+        from .._plan.compile import compile_plan
+        from .._runtime.core.live import open_live
 
-        return open_live(self._as_pipeline(), backend=backend, **options)
+        pipe = self._as_pipeline()
+        if pipe.source is not None:
+            raise GraphError(f"{pipe} has a source bound; start() takes its items from put()")
+        return open_live(compile_plan(pipe, backend), **options)
 
     def to_mermaid(self, stats: RunStats | None = None) -> str:
         """A Mermaid flowchart of the graph, with each stage's options.

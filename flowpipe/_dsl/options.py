@@ -8,12 +8,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
 from .._errors import StageOptionError
+from .._runtime.backends.base import BACKENDS
 
 DEFAULT_BATCH = 32
-BACKENDS = ("thread", "process", "ray")
 OVERFLOWS = ("block", "drop_oldest", "drop_newest")
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
+# For type checkers, which need the names spelled out: the registry (``BACKENDS``)
+# is the list that counts, and tests/unit/test_layers.py checks the two agree.
 BackendName = Literal["thread", "process", "ray"]
 ErrorHandler = Callable[[Any, BaseException], object]
 OnError = Literal["raise", "skip"] | ErrorHandler

@@ -48,7 +48,12 @@ class StageStats:
     """99th percentile of seconds per call."""
     span_s: float = 0.0
     """Seconds since each worker's first input, summed over workers (what shares divide by)."""
-    backend: str = "thread"
+    backend: str = ""
+    """The backend its calls ran on ("" for a source iterable, read by a thread of the caller's)."""
+    in_caller: bool = True
+    """Its calls ran in the caller's process (threads: they share its interpreter)."""
+    on_this_machine: bool = True
+    """Its workers ran on this machine (their number is bounded by its cores)."""
     batch: int | None = None
     source: bool = False
     """A source stage (it takes no input; its row counts what it yielded)."""
@@ -101,7 +106,9 @@ def combine(
     size: int,
     elapsed: float,
     started: float = 0.0,
-    backend: str = "thread",
+    backend: str = "",
+    in_caller: bool = True,
+    on_this_machine: bool = True,
     batch: int | None = None,
     source: bool = False,
 ) -> StageStats:
@@ -137,6 +144,8 @@ def combine(
         latency_p50_s=p50,
         latency_p99_s=p99,
         backend=backend,
+        in_caller=in_caller,
+        on_this_machine=on_this_machine,
         batch=batch,
         source=source,
     )
@@ -332,7 +341,7 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
     wanted = max(w + 1, min(4 * w, math.ceil(w / max(second, 0.25) - 1e-9)))
     cores_used = stats.cpu_s / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
     cpu_bound = False
-    if s.backend == "process":
+    if not s.in_caller and s.on_this_machine:
         wanted = min(wanted, stats.cpus)  # a worker process per core
     elif cores_used >= 0.5:  # the run does CPU work: scale with the cores left
         cpu_bound = True
@@ -341,7 +350,7 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
     tips: list[str] = []
     if wanted > w:
         tip = f"{head}: try `workers={wanted}`"
-        if cpu_bound and s.backend == "thread":
+        if cpu_bound and s.in_caller:
             tip += ' (pure-Python work holds the GIL: then with `backend="process"`)'
         tips.append(tip)
     else:

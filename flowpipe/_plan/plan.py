@@ -1,15 +1,20 @@
-"""The plan: a frozen, backend-resolved lowering of a ``Pipeline`` that a runtime wires up."""
+"""The plan: a frozen, backend-resolved lowering of a ``Pipeline`` that a runtime wires up.
+
+A plan is plain data. It holds the stages as the graph layer made them
+(``StageNode.stage``: their options, how to call them), each with a unique
+label and its backend, and, once ``edges.plan_edges`` has read the backends'
+capabilities, how each edge carries items (``EdgePlan``). The runtime works
+from the plan alone; it never imports the graph layer.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._dsl.pipeline import FanOut, Pipeline
-from .._dsl.stage import Stage
-from .._errors import GraphError, RunOptionError
-
-BACKENDS = ("thread", "process", "ray")
+if TYPE_CHECKING:
+    from .._dsl.stage import Stage
+    from .edges import EdgePlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,11 @@ Node = StageNode | FanOutNode
 class Plan:
     steps: tuple[Node, ...]
     stages: tuple[StageNode, ...]
+    description: str = ""  # the pipeline as ``print(pipe)`` shows it (log lines)
+    backend: str = ""  # the run's default backend (``run(..., backend=...)``)
+    # The pipeline the plan came from, for pictures of a run (``Run.to_mermaid``).
+    pipeline: Any = dataclasses.field(default=None, compare=False, repr=False)
+    edges: EdgePlan | None = None  # set by ``edges.plan_edges``
 
     @property
     def source_stage(self) -> StageNode | None:
@@ -46,42 +56,10 @@ class Plan:
         return None
 
     @property
+    def wired_steps(self) -> tuple[Node, ...]:
+        """The steps that run as stages: all but a source stage (a feeder thread reads it)."""
+        return self.steps[1:] if self.source_stage is not None else self.steps
+
+    @property
     def backends(self) -> frozenset[str]:
         return frozenset(n.backend for n in self.stages)
-
-
-class _Lowering:
-    def __init__(self, backend: str) -> None:
-        self.backend = backend
-        self.stages: list[StageNode] = []
-        self.seen: dict[str, int] = {}
-
-    def label(self, name: str) -> str:
-        count = self.seen.get(name, 0) + 1
-        self.seen[name] = count
-        return name if count == 1 else f"{name}#{count}"
-
-    def lower(self, pipe: Pipeline[Any, Any]) -> tuple[Node, ...]:
-        nodes: list[Node] = []
-        for step in pipe.steps:
-            if isinstance(step, FanOut):
-                branches = tuple(self.lower(b) for b in step.branches)
-                nodes.append(FanOutNode(branches, step.keys, step.merge))
-            else:
-                backend = step.options.backend or self.backend
-                node = StageNode(len(self.stages), self.label(step.name), step, backend)
-                self.stages.append(node)
-                nodes.append(node)
-        return tuple(nodes)
-
-
-def compile_plan(pipe: Pipeline[Any, Any], backend: str) -> Plan:
-    """Lower ``pipe`` for a run whose default backend is ``backend``."""
-    if backend not in BACKENDS:
-        choices = ", ".join(repr(b) for b in BACKENDS)
-        raise RunOptionError(f"backend={backend!r}: expected one of {choices}")
-    if not pipe.steps:
-        raise GraphError("cannot run an empty pipeline")
-    lowering = _Lowering(backend)
-    steps = lowering.lower(pipe)
-    return Plan(steps, tuple(lowering.stages))

@@ -59,7 +59,7 @@ def take(size: int) -> tuple[str, mmap.mmap] | None:
         global _free_bytes
         _free_bytes -= size
     if mm is None:
-        from .wire import open_for_writing
+        from .segments import open_for_writing
 
         try:
             mm = open_for_writing(name, size)
@@ -78,7 +78,7 @@ def lend(name: str, size: int) -> None:
 
 def give_back(names: list[str]) -> None:
     """The parent says nobody sees these any more: keep a few for reuse, unlink the rest."""
-    from .wire import unlink
+    from .segments import unlink
 
     for name in names:
         with _pool_lock:
@@ -96,7 +96,7 @@ def give_back(names: list[str]) -> None:
 
 def discard_free() -> None:
     """A worker that ends: its free segments are of no use to anyone."""
-    from .wire import unlink
+    from .segments import unlink
 
     global _free_bytes
     with _pool_lock:
@@ -111,7 +111,7 @@ def unlink_made(wait: float = 1.0) -> None:
     """The parent died, so nothing made here will be given back: unlink it all (lent
     and free). The lock is kept, so that no segment is lent after this; the caller
     exits at once."""
-    from .wire import unlink
+    from .segments import unlink
 
     _pool_lock.acquire(timeout=wait)  # a thread stuck holding it must not keep us here
     try:
@@ -222,7 +222,7 @@ def my_tag(prefix: str) -> str:
 # -- in the parent: the segments it makes itself ----------------------------------------
 #
 # Items the parent sends to a worker process (frames read by a thread source)
-# go as handles too (``process.WorkerProcess.send``), so that their segments
+# go as handles too (``backends/process/backend.py: WorkerProcess.send``), so that their segments
 # come back and are reused like a worker's. A run adopts its prefix; when it
 # ends, its free segments are unlinked (the sweep removes the rest).
 
@@ -239,7 +239,7 @@ def pooling(prefix: str) -> bool:
 
 def forget(prefix: str) -> None:
     """A run ended: drop what this process pooled under its prefix."""
-    from .wire import unlink
+    from .segments import unlink
 
     tag = my_tag(prefix)
     _adopted.discard(tag)

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import importlib
 import itertools
 import logging
 import mmap
 import os
 import pickle
-import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -41,10 +39,15 @@ from typing import Any
 import cloudpickle
 
 from . import recycle
+from .segments import SHM_AVAILABLE as SHM_AVAILABLE
+from .segments import SHM_DIR as SHM_DIR
+from .segments import allocate, posix_shm
+from .segments import open_for_writing as open_for_writing
+from .segments import owner_prefix as owner_prefix
+from .segments import sweep as sweep
+from .segments import unlink as unlink
 
 SHM_THRESHOLD = 1 << 16  # buffers at least this large travel through shared memory
-SHM_DIR = "/dev/shm"  # where POSIX shared memory is visible as files (Linux)
-SHM_AVAILABLE = sys.platform != "win32"
 
 # Pages are mapped as they are touched: a stage that reads a few pixels of a frame
 # pays for those only (populating all of a 6 MB frame costs ~0.6 ms), and one that
@@ -76,10 +79,6 @@ def _tell_no_room() -> None:
         )
 
 
-def _shm() -> Any:
-    return importlib.import_module("_posixshmem")  # POSIX only; no type stubs
-
-
 def _new_segment(
     prefix: str, data: memoryview, pooled: bool = False, room: int = 0
 ) -> tuple[str, int]:
@@ -97,7 +96,7 @@ def _new_segment(
     with _counter_lock:
         n = next(_counter)
     name = f"{prefix}{os.getpid()}_{n}"
-    fd = _shm().shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    fd = posix_shm().shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         try:
             # write(), not a mapping: the kernel fills fresh pages without a page
@@ -106,7 +105,7 @@ def _new_segment(
             while written < data.nbytes:
                 written += os.write(fd, data[written:])
             if size > written:  # back every page, so a mapping never faults when full
-                _allocate(fd, size)
+                allocate(fd, size)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:  # a full /dev/shm: never map it (SIGBUS)
                 raise _NoRoom from exc
@@ -124,18 +123,6 @@ def _new_segment(
     return name, size
 
 
-def _allocate(fd: int, size: int) -> None:
-    allocate = getattr(os, "posix_fallocate", None)
-    if allocate is not None:
-        try:
-            allocate(fd, 0, size)
-            return
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise
-    os.ftruncate(fd, size)
-
-
 def size_class(n: int) -> int:
     """``n`` rounded up to one of eight sizes per doubling (at least a page): pickles
     of varying length fit segments that are reused, wasting at most an eighth."""
@@ -145,17 +132,9 @@ def size_class(n: int) -> int:
     return -(-n // step) * step
 
 
-def open_for_writing(name: str, size: int) -> mmap.mmap:
-    fd = _shm().shm_open("/" + name, os.O_RDWR, 0o600)
-    try:
-        return mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
-    finally:
-        os.close(fd)
-
-
 def _open_segment(name: str, size: int, owned: bool = True) -> memoryview:
     """Map a segment; ``owned``: this message was its only reader, so unlink the name."""
-    fd = _shm().shm_open("/" + name, os.O_RDWR, 0o600)
+    fd = posix_shm().shm_open("/" + name, os.O_RDWR, 0o600)
     try:
         mm = mmap.mmap(fd, size, flags=_MAP_FLAGS)
     finally:
@@ -163,29 +142,6 @@ def _open_segment(name: str, size: int, owned: bool = True) -> memoryview:
         if owned:
             unlink(name)  # the mapping stays valid; the name is no longer needed
     return memoryview(mm)
-
-
-def unlink(name: str) -> None:
-    try:
-        _shm().shm_unlink("/" + name)
-    except FileNotFoundError:
-        pass
-
-
-def owner_prefix(pid: int) -> str:
-    """The start of the names of every segment of process ``pid``'s runs (a run's
-    prefix is this and the run's number): what to sweep once ``pid`` has died."""
-    return f"fp{pid}_"
-
-
-def sweep(prefix: str) -> int:
-    """Unlink every segment whose name starts with ``prefix``; return how many."""
-    if not os.path.isdir(SHM_DIR):
-        return 0
-    found = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
-    for name in found:
-        unlink(name)
-    return len(found)
 
 
 class _SharedBytes:

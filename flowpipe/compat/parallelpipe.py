@@ -40,7 +40,7 @@ from .._dsl.pipeline import Pipeline as FlowPipeline
 from .._dsl.stage import stage
 from .._errors import RunClosed
 from .._observe.stats import RunStats
-from .._runtime.live import LiveRun
+from .._runtime.core.live import LiveRun
 
 __all__ = ["Pipeline", "Stage"]
 

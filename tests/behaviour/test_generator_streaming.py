@@ -15,7 +15,7 @@ from pathlib import Path
 from helpers import FileGate, Journal
 
 from flowpipe import stage
-from flowpipe._runtime.outflow import MAX_CHUNK, MAX_HELD
+from flowpipe._runtime.core.outflow import MAX_CHUNK, MAX_HELD
 
 PROGRESS_EVERY = 1_000  # the generators below write their progress this often
 # Outputs a generator may run ahead of the consumer: the buffers and the parts on

@@ -16,8 +16,8 @@ import pytest
 from helpers import Journal
 
 from flowpipe import StageError, stage
-from flowpipe._runtime.process import EXIT_WAIT
-from flowpipe._runtime.remote import STOP_GRACE
+from flowpipe._runtime.backends.process.backend import EXIT_WAIT
+from flowpipe._runtime.remote.caller import STOP_GRACE
 
 GATE_TIMEOUT = 10.0  # seconds a gate waits before failing the test (never reached when it works)
 

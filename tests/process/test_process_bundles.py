@@ -19,10 +19,9 @@ from helpers import crash_once
 
 from flowpipe import StageError, WorkerCrashed, merge, stage
 from flowpipe._dsl.pipeline import Pipeline
-from flowpipe._plan.plan import compile_plan
-from flowpipe._runtime.bundles import plan_bundles
-from flowpipe._runtime.engine import RunState
-from flowpipe._runtime.run import _Builder  # pyright: ignore[reportPrivateUsage]
+from flowpipe._plan.compile import compile_plan
+from flowpipe._plan.edges import plan_edges
+from flowpipe._runtime.backends.base import load_backend
 
 P = "process"
 
@@ -36,13 +35,11 @@ def double(x: int) -> int:
 
 
 def bundled_edges(pipe: Pipeline[Any, Any]) -> dict[str, tuple[bool, bool]]:
-    """``label -> (bundles_in, bundles_out)`` as a run of ``pipe`` would wire it."""
+    """``label -> (bundles_in, bundles_out)`` as a run of ``pipe`` is planned."""
     plan = compile_plan(pipe, P)
-    state = RunState()
-    builder = _Builder(plan, state)
-    builder.build(plan.steps, [state.channel(None, name="output")])
-    plan_bundles(builder.stage_runs)
-    return {sr.node.label: (sr.bundles_in, sr.bundles_out) for sr in builder.stage_runs}
+    plan = plan_edges(plan, {name: load_backend(name).capabilities for name in plan.backends})
+    assert plan.edges is not None
+    return {node.label: plan.edges.sealed(node.index) for node in plan.stages}
 
 
 def test_a_chain_of_process_stages_bundles_every_inner_edge() -> None:

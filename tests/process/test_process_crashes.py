@@ -16,7 +16,7 @@ import pytest
 from helpers import crash_once
 
 from flowpipe import StageError, WorkerCrashed, stage
-from flowpipe._runtime.outflow import MAX_HELD
+from flowpipe._runtime.core.outflow import MAX_HELD
 from flowpipe._transport.wire import SHM_DIR
 
 P = "process"

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from flowpipe import WorkerCrashed, stage
-from flowpipe._runtime import forkserver, process
+from flowpipe._runtime.backends.process import backend as process
+from flowpipe._runtime.backends.process import forkserver
 
 P = "process"
 

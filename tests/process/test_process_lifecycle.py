@@ -114,7 +114,7 @@ pipe = flowpipe.stage(Slow, workers=2)()
 print("parent", os.getpid(), flush=True)
 for i, y in enumerate(pipe.iter(itertools.count(), backend="process")):
     if i == 20:
-        from flowpipe._runtime import forkserver
+        from flowpipe._runtime.backends.process import forkserver
         print("server", forkserver.server_pid(), flush=True)
         print("running", flush=True)
 """
@@ -199,7 +199,7 @@ pipe = flowpipe.stage(Make)() | flowpipe.stage(Mark)()   # frames go worker to w
 print("parent", os.getpid(), flush=True)
 for i, y in enumerate(pipe.iter(itertools.count(), backend="process")):
     if i == 20:
-        from flowpipe._runtime import forkserver
+        from flowpipe._runtime.backends.process import forkserver
         print("server", forkserver.server_pid(), flush=True)
         print("running", flush=True)
 """
@@ -303,7 +303,7 @@ OPEN_RUN_AT_EXIT = (
 import os, sys
 import numpy as np
 import flowpipe
-from flowpipe._runtime import forkserver
+from flowpipe._runtime.backends.process import forkserver
 SHAPE = (1000, 1000)   # 1 MB
 """
     + NOTE_PID

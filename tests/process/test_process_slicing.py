@@ -1,4 +1,4 @@
-"""How many items a worker loop sends a worker process at once (``engine.SliceSizer``).
+"""How many items a worker loop sends a worker process at once (``core.shaping.SliceSizer``).
 
 A slice to a worker process holds up to ``PROCESS_SLICE_SECONDS`` of work, so
 that the parent's cost per slice is small next to it, but only about
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from flowpipe import stage
-from flowpipe._runtime import engine
-from flowpipe._runtime.engine import SliceSizer, slice_size
-from flowpipe._runtime.process import PROCESS_SLICE_BYTES, PROCESS_SLICE_SECONDS
+from flowpipe._runtime.backends.process.backend import PROCESS_SLICE_BYTES, PROCESS_SLICE_SECONDS
+from flowpipe._runtime.core import loop as engine
+from flowpipe._runtime.core.shaping import SliceSizer, slice_size
 from flowpipe._transport.buffer import Channel
 
 MB = 1 << 20
@@ -129,7 +129,7 @@ def test_the_last_slices_of_a_process_stage_shrink_to_one_item(
     plus one."""
     closed: set[int] = set()
     changed = threading.Condition()
-    real_close, real_slice_size = Channel.close, engine.slice_size
+    real_close, real_slice_size = Channel.close, slice_size
 
     def close(self: Channel) -> None:
         real_close(self)

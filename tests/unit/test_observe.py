@@ -139,9 +139,9 @@ def test_no_advice_when_stages_are_balanced_or_half_busy_or_few() -> None:
 
 
 def test_a_process_stage_gets_at_most_a_worker_per_core() -> None:
-    stats = run_of(make("a", 0.99, backend="process"), make("b", 0.1), cpus=2)
+    stats = run_of(make("a", 0.99, backend="process", in_caller=False), make("b", 0.1), cpus=2)
     assert "try `workers=2`" in stats.advice[0]
-    one_core = run_of(make("a", 0.99, backend="process"), make("b", 0.1), cpus=1)
+    one_core = run_of(make("a", 0.99, backend="process", in_caller=False), make("b", 0.1), cpus=1)
     assert "more workers need more cores" in one_core.advice[0]
 
 

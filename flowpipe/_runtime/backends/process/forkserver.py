@@ -57,8 +57,8 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
     """The fork server's body (``python -c``): warm up, then fork workers on request."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Import what every worker needs, once, here: a forked worker has it already.
-    for module in ("_runtime.child", "_runtime.remote", "_transport.wire", "_transport.recycle"):
-        importlib.import_module(f"flowpipe.{module}")
+    for module in ("backends.process.child", "remote.server", "remote.messages"):
+        importlib.import_module(f"flowpipe._runtime.{module}")
 
     ctl = socket.socket(fileno=ctl_fd)
     ctl_fd = ctl.fileno()
@@ -99,7 +99,7 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
 def _owner_gone(workers: dict[int, int], owner: int) -> None:
     """The caller died (killed, or it crashed): its workers see their lifelines end
     and exit; once they have, remove what the caller's runs left in shared memory."""
-    from .._transport import wire
+    from ...._transport import wire
 
     deadline = time.monotonic() + ORPHAN_WAIT
     while workers and time.monotonic() < deadline:
@@ -189,7 +189,7 @@ class ForkServer:
     def __init__(self) -> None:
         def start(ctl_fd: int, lifeline_fd: int) -> subprocess.Popen[bytes]:
             return boot.interpreter(
-                f"from flowpipe._runtime.forkserver import serve; serve({ctl_fd}, {lifeline_fd})",
+                f"from {__name__} import serve; serve({ctl_fd}, {lifeline_fd})",
                 (ctl_fd, lifeline_fd),
             )
 

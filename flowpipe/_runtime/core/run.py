@@ -17,20 +17,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
-from .._dsl.compose import NO_SOURCE
-from .._dsl.pipeline import Pipeline
-from .._errors import GraphError, MissingExtra, RunOptionError
-from .._observe.counters import WorkerCounters
-from .._observe.progress import load_tqdm
-from .._observe.stats import RunStats
-from .._plan.plan import FanOutNode, Node, Plan, StageNode, compile_plan
-from .._transport.buffer import Aborted, Channel
-from .._transport.wire import unpack_items
-from .base import Backend, Worker, get_backend
-from .bundles import plan_bundles
-from .engine import MAX_SLICE, Emitter, RunState, StageRun, feed_source, join_rows
+from ..._errors import GraphError, MissingExtra, RunOptionError
+from ..._observe.counters import WorkerCounters
+from ..._observe.progress import load_tqdm
+from ..._observe.stats import RunStats
+from ..._plan.edges import EdgePlan, plan_edges, sealed_capacity
+from ..._plan.plan import FanOutNode, Node, Plan, StageNode
+from ..._transport.buffer import Aborted, Channel
+from ..backends.base import Backend, Worker, load_backend
+from .feed import feed_source
+from .loop import StageRun
 from .meter import Meter, Part
-from .thread import start_thread
+from .routing import Emitter, join_rows
+from .shaping import MAX_SLICE
+from .state import Opener, RunState, start_thread
 
 Out = TypeVar("Out")
 logger = logging.getLogger("flowpipe")
@@ -41,18 +41,16 @@ CALLER_POLL = 0.1
 
 
 class _Builder:
-    def __init__(self, plan: Plan, state: RunState) -> None:
+    """Wires a plan's steps into channels and stage runs, right to left, then starts them."""
+
+    def __init__(self, plan: Plan, state: RunState, backends: dict[str, Backend]) -> None:
         self.plan = plan
+        self.edges = plan.edges or EdgePlan()
         self.state = state
+        self.backends = backends
         self.stage_runs: list[StageRun] = []
         self.workers: list[Worker] = []
-        self.backends: dict[str, Backend] = {}
         self.joins: list[tuple[Any, ...]] = []
-
-    def backend(self, name: str) -> Backend:
-        if name not in self.backends:
-            self.backends[name] = get_backend(name)
-        return self.backends[name]
 
     def build(self, steps: tuple[Node, ...], downstream: list[Channel]) -> list[Channel]:
         for step in reversed(steps):
@@ -64,15 +62,18 @@ class _Builder:
             return self._fan_out(step, downstream)
         opts = step.stage.options
         inp = self.state.channel(opts.buffer, opts.overflow, name=step.label)
-        stage_run = StageRun(step, inp, Emitter(downstream), self.state)
+        sealed = self.edges.sealed(step.index)
+        if sealed[0]:  # the plan: this edge carries sealed slices, counted as entries
+            inp.carry_bundles(sealed_capacity(opts.workers))
+        stage_run = StageRun(step, inp, Emitter(downstream), self.state, sealed)
         self.stage_runs.append(stage_run)
         return [inp]
 
     def start(self) -> None:
         """Start every worker, once the whole graph is wired (no channel gains a producer later)."""
-        plan_bundles(self.stage_runs)
         for stage_run in self.stage_runs:
-            self.workers.extend(self.backend(stage_run.node.backend).start_stage(stage_run))
+            backend = self.backends[stage_run.node.backend]
+            self.workers.extend(backend.start_stage(stage_run))
         for args in self.joins:
             self.workers.append(start_thread("join", join_rows, *args))
 
@@ -112,13 +113,13 @@ class Run(Generic[Out]):
         output: Channel,
         workers: list[Worker],
         parts: list[Part],
-        pipeline: Pipeline[Any, Out] | None = None,
+        plan: Plan | None = None,
     ) -> None:
         self._state = state
         self._output = output
         self._workers = workers
         self._meter = Meter(parts)
-        self._pipeline = pipeline
+        self._plan = plan
         self._buffer: list[Any] = []
         self._pos = 0
         self._closed = False
@@ -173,7 +174,8 @@ class Run(Generic[Out]):
             raise
         if got is not None:
             self._meter.delivered += len(got[2])
-            return unpack_items(got[2]) if self._state.packed else got[2]
+            open_handles = self._state.open_handles
+            return open_handles(got[2]) if open_handles is not None else got[2]
         self._finish()
         if self._state.error is not None:
             raise self._state.error
@@ -225,14 +227,14 @@ class Run(Generic[Out]):
 
     def to_mermaid(self) -> str:
         """The pipeline's Mermaid picture, each stage annotated with its throughput and busy share."""
-        from .._dsl.render import pipeline_to_mermaid
-
-        if self._pipeline is None:
+        if self._plan is None or self._plan.pipeline is None:
             raise ValueError("this run does not know its pipeline")
-        return pipeline_to_mermaid(self._pipeline, notes=self.stats.stage_notes())
+        mermaid: str = self._plan.pipeline.to_mermaid(self.stats)
+        return mermaid
 
     def _repr_markdown_(self) -> str:
-        parts = [f"```mermaid\n{self.to_mermaid()}\n```"] if self._pipeline is not None else []
+        known = self._plan is not None and self._plan.pipeline is not None
+        parts = [f"```mermaid\n{self.to_mermaid()}\n```"] if known else []
         return "\n\n".join([*parts, self.stats.to_markdown()])
 
 
@@ -252,7 +254,8 @@ def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
     return "source", lambda: cast("Iterable[object]", source)
 
 
-def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: Any) -> Run[Out]:
+def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
+    """Start a run of ``plan`` over ``source`` (``None``: the plan's source stage)."""
     progress = bool(options.pop("progress", False))
     if options:
         given = ", ".join(f"{k}={v!r:.40}" for k, v in sorted(options.items()))
@@ -260,13 +263,7 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
             f"unknown run option(s): {given}; run/iter take the source, backend= and progress="
         )
     tqdm = _progress_bars() if progress else None  # a missing extra fails before anything starts
-    if source is NO_SOURCE:
-        source = pipe.source
-    elif pipe.source is not None:
-        raise GraphError(f"{pipe} already has a source bound; call run() without one")
-    plan = compile_plan(pipe, backend)
     label, open_source = _opener(plan, source)
-    steps = plan.steps[1:] if plan.source_stage is not None else plan.steps
     source_counters = WorkerCounters()
 
     def start_feeder(emitter: Emitter, state: RunState) -> list[Worker]:
@@ -274,13 +271,13 @@ def open_run(pipe: Pipeline[Any, Out], source: Any, *, backend: str, **options: 
             start_thread("source", feed_source, open_source, label, emitter, state, source_counters)
         ]
 
-    logger.info("run starting: %s (backend=%s)", pipe, backend)
-    wired = start_stages(plan, steps, start_feeder)
+    logger.info("run starting: %s (backend=%s)", plan.description, plan.backend)
+    wired = start_stages(plan, start_feeder)
     parts: list[Part] = []
     if plan.source_stage is not None:
-        parts.append((label, 1, [source_counters], None, plan.source_stage))
+        parts.append(Part(label, 1, [source_counters], None, plan.source_stage))
     parts.extend(wired.parts)
-    run = Run(wired.state, wired.output, wired.workers, parts, pipe)
+    run: Run[Any] = Run(wired.state, wired.output, wired.workers, parts, plan)
     if tqdm is not None:
         try:
             # open_run made this Run: it may set up the Run's own meter
@@ -328,10 +325,8 @@ class Wired(NamedTuple):
     parts: list[Part]  # per stage, in graph order, for the stats
 
 
-def start_stages(
-    plan: Plan, steps: tuple[Node, ...], start_feeder: Callable[[Emitter, RunState], list[Worker]]
-) -> Wired:
-    """Wire ``steps`` into channels, start every worker, then ``start_feeder`` (the source).
+def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Worker]]) -> Wired:
+    """Wire the plan's stages into channels, start every worker, then ``start_feeder``.
 
     ``start_feeder(entry, state)`` starts whatever fills the first stage's
     channels through ``entry`` (``iter``: a thread reading the source;
@@ -339,29 +334,52 @@ def start_stages(
     worker already started is stopped.
     """
     state = RunState()
-    # Outputs of worker processes and actors may arrive as handles (wire.Packed, RayHandle).
-    state.packed = bool({"process", "ray"} & plan.backends)
     # The hand-over to the caller is as large as the last stage's own buffer, so a
     # small explicit ``buffer=`` bounds what is read ahead of a slow consumer.
     last = plan.steps[-1]
     output = state.channel(
         last.stage.options.buffer if isinstance(last, StageNode) else None, name="output"
     )
-    builder = _Builder(plan, state)
+    builder: _Builder | None = None
     try:
-        entry = Emitter(builder.build(steps, [output]))
-        for name in plan.backends:
-            builder.backend(name)  # an unavailable backend fails before anything starts
+        # An unavailable backend fails here, before anything starts.
+        backends = {name: load_backend(name)(state) for name in sorted(plan.backends)}
+        plan = plan_edges(plan, {name: b.capabilities for name, b in backends.items()})
+        if plan.edges is not None and plan.edges.handles:
+            state.open_handles = _opener_of_handles(backends)
+        builder = _Builder(plan, state, backends)
+        entry = Emitter(builder.build(plan.wired_steps, [output]))
         builder.start()
         fed = start_feeder(entry, state)
     except BaseException:
         state.stop()
-        for w in builder.workers:
+        for w in builder.workers if builder is not None else []:
             w.join(JOIN_TIMEOUT)
         run_cleanups(state)
         raise
-    parts: list[Part] = [
-        (sr.node.label, sr.node.stage.options.workers, sr.counters, sr.inp, sr.node)
+    parts = [
+        Part(
+            sr.node.label,
+            sr.node.stage.options.workers,
+            sr.counters,
+            sr.inp,
+            sr.node,
+            backends[sr.node.backend].capabilities,
+        )
         for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.index)
     ]
     return Wired(state, output, entry, [*fed, *builder.workers], parts)
+
+
+def _opener_of_handles(backends: dict[str, Backend]) -> Opener:
+    """What opens handles in this process: every backend that returns some, in turn."""
+    openers = list(dict.fromkeys(o for b in backends.values() if (o := b.open_handles())))
+    if len(openers) == 1:
+        return openers[0]
+
+    def open_all(items: list[Any]) -> list[Any]:
+        for opener in openers:
+            items = opener(items)
+        return items
+
+    return open_all

@@ -9,9 +9,9 @@
 
 The same split as the process backend: taking slices, ordering, windows,
 joins, backpressure (one slice in flight per actor) and stats run here, in
-the shared engine; the stage's calls (and a class stage's instance, built
-once per actor) run in the actor, through ``remote.SliceServer``; a dead
-actor is handled by ``remote.RemoteCaller`` (``WorkerCrashed``, or retries on
+the shared core; the stage's calls (and a class stage's instance, built
+once per actor) run in the actor, through ``remote.server.SliceServer``; a dead
+actor is handled by ``remote.caller.RemoteCaller`` (``WorkerCrashed``, or retries on
 a fresh actor). Items and outputs travel through Ray's object store, so large
 NumPy arrays are not copied through pickle.
 
@@ -33,23 +33,18 @@ from typing import Any
 
 import cloudpickle
 
-from .._errors import MissingExtra, StageError, StageOptionError
-from .._observe.counters import WorkerCounters
-from .._transport import wire
-from .._transport.buffer import Aborted, payload_bytes
+from ..._errors import MissingExtra, StageError, StageOptionError
+from ..._observe.counters import WorkerCounters
+from ..._plan.edges import Capabilities
+from ..._transport import wire
+from ..._transport.buffer import Aborted, payload_bytes
+from ..core.loop import Caller, StageRun, streams_outputs
+from ..core.state import Opener, RunState, start_worker_threads
+from ..remote.caller import RemoteCaller, RemoteWorker, wait_with_grace
+from ..remote.errors import WorkerDied, stage_error, unsendable_error
+from ..remote.messages import Failure, PartOutputs, Ready, Reply, SliceOutputs
+from ..remote.server import SliceServer, failure
 from .base import Backend, Worker
-from .engine import Caller, RunState, StageRun, streams_outputs
-from .remote import (
-    RemoteCaller,
-    RemoteWorker,
-    SliceServer,
-    WorkerDied,
-    error_from_reply,
-    error_reply,
-    unsendable_error,
-    wait_with_grace,
-)
-from .thread import start_worker_threads
 
 logger = logging.getLogger("flowpipe")
 
@@ -160,13 +155,13 @@ class _StageActor:
     def __init__(self) -> None:
         self.server: SliceServer | None = None
         self.streams = False  # a generator stage: its slices run in a thread, in parts
-        # A streaming slice's replies: ("part", outputs, events)..., then its reply. One at a
-        # time, so the generator waits while a part is on its way (backpressure).
-        self.replies: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=1)
+        # A streaming slice's answers: PartOutputs..., then SliceOutputs. One at a time,
+        # so the generator waits while a part is on its way (backpressure).
+        self.replies: queue.Queue[PartOutputs | SliceOutputs | Failure] = queue.Queue(maxsize=1)
         self.slice: threading.Thread | None = None
         self.stopping = threading.Event()
 
-    def setup(self, path: list[str], stage_bytes: bytes) -> tuple[Any, ...]:
+    def setup(self, path: list[str], stage_bytes: bytes) -> Ready | Failure:
         for entry in path:  # the driver's import path, so its modules resolve here too
             if entry not in sys.path:
                 sys.path.append(entry)
@@ -176,8 +171,8 @@ class _StageActor:
             self.server = SliceServer(label, node)
             self.streams = streams_outputs(node)
         except BaseException as exc:
-            return error_reply(label, None, None, exc, "start")
-        return ("ready",)
+            return failure(label, None, None, exc, "start")
+        return Ready()
 
     def call(self, items: list[Any], offset: int, skip: int, *values: Any) -> tuple[Any, Any]:
         """The reply, and the list of the slice's large outputs (two objects: Ray keeps
@@ -214,9 +209,9 @@ class _StageActor:
 
     def _part(self, outputs: list[Any]) -> None:
         assert self.server is not None
-        self._put(("part", outputs, self.server.take_events()))
+        self._put(PartOutputs(outputs, self.server.take_events()))
 
-    def _put(self, reply: tuple[Any, ...]) -> None:
+    def _put(self, reply: PartOutputs | SliceOutputs | Failure) -> None:
         while not self.stopping.is_set():
             try:
                 self.replies.put(reply, timeout=0.1)
@@ -225,19 +220,19 @@ class _StageActor:
                 pass
         raise Aborted
 
-    def _split(self, reply: tuple[Any, ...]) -> tuple[Any, Any]:
-        if reply[0] not in ("ok", "part"):
+    def _split(self, reply: PartOutputs | SliceOutputs | Failure) -> tuple[Any, Any]:
+        if isinstance(reply, Failure):
             return reply, None
-        outputs: list[Any] = reply[1]
+        outputs = reply.outputs
         sizes = [payload_bytes(x) for x in outputs]
         kept = [k for k, size in enumerate(sizes) if size >= wire.SHM_THRESHOLD]
         large = [outputs[k] for k in kept]
         for k in kept:
             outputs[k] = None  # stays in the object store, in the second object
-        return (*reply, [(k, sizes[k]) for k in kept]), large
+        return reply._replace(kept=[(k, sizes[k]) for k in kept]), large
 
-    def close(self) -> tuple[Any, ...] | None:
-        """Run the stage's ``close()``; an error reply if it raised."""
+    def close(self) -> Failure | None:
+        """Run the stage's ``close()``; a ``Failure`` if it raised."""
         if self.slice is not None:  # a streaming slice still running: stop it first
             self.stopping.set()
             self.slice.join()
@@ -250,7 +245,7 @@ class _StageActor:
             try:
                 server.close()
             except BaseException as exc:
-                return error_reply(server.label, None, None, exc, "close")
+                return failure(server.label, None, None, exc, "close")
         return None
 
 
@@ -392,13 +387,13 @@ class RayWorker:
         except BaseException:
             worker.close()
             raise
-        if reply[0] == "error":
+        if isinstance(reply, Failure):
             worker.close()
-            raise error_from_reply(reply, 0, WHAT)
+            raise stage_error(reply, 0, WHAT)
         return worker
 
-    def send(self, items: list[Any], offset: int, bundled: bool = False, skip: int = 0) -> None:
-        # ``bundled`` is never set here: bundles are made only between worker processes.
+    def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
+        # ``sealed`` is never set here: Ray's capabilities do not seal slices.
         items, refs = lift_handles(items)
         try:
             call = self.actor.call.options(num_returns=2)
@@ -407,21 +402,20 @@ class RayWorker:
             err = unsendable_error(self.label, items, offset, exc, WHAT)
             raise err from err.__cause__  # the refusal, with pickle's error as its cause
 
-    def reply(self, offset: int) -> tuple[Any, ...]:
+    def reply(self, offset: int) -> Reply:
         reply_ref, large_ref = self.calls.popleft()  # an actor runs its calls in order
-        reply = self._wait(reply_ref)
-        if reply[0] == "error":
-            raise error_from_reply(reply, offset, WHAT)
-        *head, kept = reply
-        if kept:  # large outputs: a reference owned here, values left in the object store
-            outputs = head[1]
-            for j, (k, size) in enumerate(kept):
+        reply: Reply | Failure = self._wait(reply_ref)
+        if isinstance(reply, Failure):
+            raise stage_error(reply, offset, WHAT)
+        if reply.kept:  # large outputs: a reference owned here, values left in the object store
+            outputs = reply.outputs
+            for j, (k, size) in enumerate(reply.kept):
                 outputs[k] = RayHandle(large_ref, size, j)
-        return tuple(head)
+        return reply
 
     def _wait(self, ref: Any) -> Any:
         """The result of ``ref``; once the run stops, the actor gets
-        ``remote.STOP_GRACE`` seconds, then is killed. A dead actor raises ``WorkerDied``."""
+        ``remote.caller.STOP_GRACE`` seconds, then is killed. A dead actor raises ``WorkerDied``."""
         ray = self.ray
         wait_with_grace(
             lambda timeout: bool(ray.wait([ref], timeout=timeout)[0]),
@@ -451,7 +445,7 @@ class RayWorker:
         reuse, or end it (it reserved resources, it died, close() failed). Returns
         the error close() raised, if any."""
         closed = False
-        report: tuple[Any, ...] | None = None
+        report: Failure | None = None
         if self.died is None:
             try:
                 report = self._wait(self.actor.close.remote())
@@ -462,14 +456,21 @@ class RayWorker:
             pool.give(self.ray, self.actor)
         else:
             _kill(self.ray, self.actor)
-        return None if report is None else error_from_reply(report, 0, WHAT)
+        return None if report is None else stage_error(report, 0, WHAT)
 
 
 class RayBackend(Backend):
     name = "ray"
+    capabilities = Capabilities(
+        in_caller=False, on_this_machine=False, returns_handles=True, seals_slices=False
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, state: RunState) -> None:
+        super().__init__(state)
         self.ray = import_ray()
+
+    def open_handles(self) -> Opener:
+        return wire.unpack_items
 
     def start_stage(self, stage_run: StageRun) -> list[Worker]:
         ray = self.ray
@@ -499,7 +500,7 @@ class RayBackend(Backend):
             )
 
         stage_run.caller_factory = factory
-        return start_worker_threads(stage_run)
+        return [*start_worker_threads(label, stage_run.run_worker, len(stage_run.counters))]
 
 
 backend_class = RayBackend

@@ -11,19 +11,27 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple
 
-from .._observe.counters import WorkerCounters
-from .._observe.progress import ProgressBar
-from .._observe.stats import RunStats, StageStats, combine
-from .._plan.plan import StageNode
-from .._transport.buffer import Channel
+from ..._observe.counters import WorkerCounters
+from ..._observe.progress import ProgressBar
+from ..._observe.stats import RunStats, StageStats, combine
+from ..._plan.edges import Capabilities
+from ..._plan.plan import StageNode
+from ..._transport.buffer import Channel
 
 logger = logging.getLogger("flowpipe")
 
-# One stage's share of the stats: label, workers, counters, input channel (None:
-# the source), and the stage as planned (None: a source iterable).
-Part: TypeAlias = "tuple[str, int, list[WorkerCounters], Channel | None, StageNode | None]"
+
+class Part(NamedTuple):
+    """One stage's share of the stats."""
+
+    label: str
+    workers: int
+    counters: list[WorkerCounters]
+    channel: Channel | None  # its input (None: the source)
+    node: StageNode | None  # as planned (None: a source iterable)
+    capabilities: Capabilities | None = None  # of its backend (None: a thread of the caller's)
 
 
 def _cpu_count() -> int:
@@ -50,7 +58,7 @@ class Meter:
         cpu_end = self.cpu_ended if self.cpu_ended is not None else time.process_time()
         elapsed = end - self.started
         stages: list[StageStats] = []
-        for name, workers, counters, ch, node in self.parts:
+        for name, workers, counters, ch, node, caps in self.parts:
             opts = node.stage.options if node is not None else None
             stages.append(
                 combine(
@@ -63,7 +71,9 @@ class Meter:
                     size=ch.capacity if ch is not None else 0,
                     elapsed=elapsed,
                     started=self.started,
-                    backend=node.backend if node is not None else "thread",
+                    backend=node.backend if node is not None else "",
+                    in_caller=caps.in_caller if caps is not None else True,
+                    on_this_machine=caps.on_this_machine if caps is not None else True,
                     batch=opts.batch if opts is not None else None,
                     source=ch is None,
                 )
@@ -87,7 +97,8 @@ class Meter:
         if not logger.isEnabledFor(logging.ERROR if error is not None else logging.INFO):
             return  # nothing would be logged: skip making the numbers
         stats = self.stats()
-        for s, (*_, node) in zip(stats.stages, self.parts):
+        for s, part in zip(stats.stages, self.parts):
+            node = part.node
             if s.dropped:
                 overflow = node.stage.options.overflow if node is not None else "?"
                 logger.info(

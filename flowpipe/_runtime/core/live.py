@@ -24,11 +24,10 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from .._dsl.pipeline import Pipeline
-from .._errors import GraphError, RunClosed, RunOptionError
-from .._observe.stats import RunStats
-from .._plan.plan import compile_plan
-from .._transport.buffer import Aborted
+from ..._errors import GraphError, RunClosed, RunOptionError
+from ..._observe.stats import RunStats
+from ..._plan.plan import Plan
+from ..._transport.buffer import Aborted
 from .run import CALLER_POLL, Run, Wired, start_stages
 
 In = TypeVar("In", contravariant=True)
@@ -165,19 +164,16 @@ class LiveRun(Generic[In, Out]):
         return f"<flowpipe.LiveRun {state}>"
 
 
-def open_live(pipe: Pipeline[Any, Out], *, backend: str, **options: Any) -> LiveRun[Any, Out]:
-    """Start ``pipe`` with no source: its first stage takes what ``put`` gives."""
+def open_live(plan: Plan, **options: Any) -> LiveRun[Any, Any]:
+    """Start ``plan`` with no source: its first stage takes what ``put`` gives."""
     if options:
         given = ", ".join(f"{k}={v!r:.40}" for k, v in sorted(options.items()))
         raise RunOptionError(f"unknown start option(s): {given}; start takes backend=")
-    if pipe.source is not None:
-        raise GraphError(f"{pipe} has a source bound; start() takes its items from put()")
-    plan = compile_plan(pipe, backend)
     if plan.source_stage is not None:
         raise GraphError(
             f"stage {plan.source_stage.label!r} takes no argument, so it is the source: "
             "a pipeline that starts with it cannot take items from put(); use iter() or run()"
         )
-    wired = start_stages(plan, plan.steps, lambda entry, state: [])
-    run: Run[Out] = Run(wired.state, wired.output, wired.workers, wired.parts, pipe)
+    wired = start_stages(plan, lambda entry, state: [])
+    run: Run[Any] = Run(wired.state, wired.output, wired.workers, wired.parts, plan)
     return LiveRun(run, wired)

@@ -9,37 +9,31 @@
 
 Right for I/O and for native code that releases the GIL (NumPy, OpenCV,
 PyTorch). Threads are daemons so that a stage stuck in user code never keeps
-the interpreter alive; ``Run.close`` still joins every one it can.
+the interpreter alive; ``Run.close`` still joins every one it can. Each
+worker runs the core's loop with a ``LocalCaller``: the stage is called in
+the worker thread itself.
 """
 
 from __future__ import annotations
 
-import threading
-
+from ..._plan.edges import Capabilities
+from ..core.loop import StageRun
+from ..core.state import start_worker_threads
 from .base import Backend, Worker
-from .engine import StageRun
-
-
-def start_thread(name: str, target: object, *args: object) -> threading.Thread:
-    thread = threading.Thread(target=target, args=args, name=f"flowpipe-{name}", daemon=True)  # type: ignore[arg-type]
-    thread.start()
-    return thread
-
-
-def start_worker_threads(stage_run: StageRun) -> list[Worker]:
-    """One thread per worker loop of the stage; every backend's loops run in threads here."""
-    label = stage_run.node.label
-    return [
-        start_thread(f"{label}-{wid}", stage_run.run_worker, wid)
-        for wid in range(len(stage_run.counters))
-    ]
 
 
 class ThreadBackend(Backend):
     name = "thread"
+    capabilities = Capabilities(
+        in_caller=True, on_this_machine=True, returns_handles=False, seals_slices=False
+    )
 
     def start_stage(self, stage_run: StageRun) -> list[Worker]:
-        return start_worker_threads(stage_run)
+        return [
+            *start_worker_threads(
+                stage_run.node.label, stage_run.run_worker, len(stage_run.counters)
+            )
+        ]
 
 
 backend_class = ThreadBackend

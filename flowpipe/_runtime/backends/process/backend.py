@@ -4,14 +4,16 @@
 
     this process                                              worker processes
     ────────────                                              ────────────────
-    Channel ──take slice──► [worker thread: StageRun loop] ══socket══► child.serve: SliceCaller.call
-                               reorder, emit, counters      ◄══════════  outputs (large buffers via /dev/shm)
+    Channel ──take slice──► [worker thread: WorkerLoop] ══CallSlice══► child.Worker: SliceServer.call
+                               RemoteCaller: reorder,      ◄═SliceOutputs═  outputs (large buffers via /dev/shm)
+                               emit, counters
 
 Taking slices, ordering, windows, joins and backpressure run in this process,
-in the same engine as the thread backend; only the stage's calls (and a class
+in the same core as the thread backend; only the stage's calls (and a class
 stage's instance) live in the worker process. A worker thread here drives one
-worker process, with up to two slices in flight (``remote.RemoteCaller``);
-between two process stages the slices travel as sealed bundles (``bundles``).
+worker process, with up to two slices in flight (``remote.caller.RemoteCaller``);
+between two process stages the slices travel sealed, when the plan says so
+(``_plan/edges.py``: this backend's capabilities include ``seals_slices``).
 
 Workers are forked by the fork server (``forkserver``: a fresh,
 single-threaded interpreter that never runs user code), or, where there is
@@ -23,13 +25,14 @@ Crash safety: a worker process that dies makes its socket reach end-of-file
 at once, which raises ``WorkerCrashed`` naming the stage (or, with
 ``retries``, re-runs the lost slice item by item on a fresh worker process).
 Stopping a run tells idle worker processes to close (a class stage's
-``close()`` runs) and exit; one still inside a call gets ``remote.STOP_GRACE`` seconds
+``close()`` runs) and exit; one still inside a call gets ``remote.caller.STOP_GRACE`` seconds
 to finish it, then is killed. Each worker watches a lifeline pipe to this process and
 exits on its own if this process dies.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -39,32 +42,39 @@ from collections import Counter, deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._errors import StageError
-from .._observe.counters import WorkerCounters
-from .._transport import recycle, wire
-from .._transport.buffer import payload_bytes
-from . import boot, forkserver
-from .base import Backend, Worker
-from .engine import Caller, RunState, StageRun
-from .remote import (
-    REMOTE_DEPTH,
-    RemoteCaller,
-    RemoteFailure,
-    RemoteWorker,
-    WorkerDied,
-    error_from_reply,
-    of_slice,
-    unsendable_error,
-    wait_with_grace,
+from ...._errors import StageError
+from ...._observe.counters import WorkerCounters
+from ...._plan.edges import Capabilities
+from ...._transport import recycle, wire
+from ...._transport.buffer import payload_bytes
+from ...core.loop import Caller, StageRun
+from ...core.state import Opener, RunState, start_worker_threads
+from ...remote.caller import REMOTE_DEPTH, RemoteCaller, RemoteWorker, wait_with_grace
+from ...remote.errors import WorkerDied, of_slice, stage_error, unsendable_error
+from ...remote.messages import (
+    CallSlice,
+    Close,
+    Closed,
+    Environment,
+    Failure,
+    LoadStage,
+    More,
+    PartOutputs,
+    Reply,
+    SliceOutputs,
 )
-from .thread import start_worker_threads
+from ...remote.server import RemoteFailure
+from ..base import Backend, Worker
+from . import boot, forkserver
 
 logger = logging.getLogger("flowpipe")
 
+CHILD = "flowpipe._runtime.backends.process.child"  # a worker process's body: ``main``
 PROCESS_SLICE_SECONDS = 0.05  # a slice costs the parent ~0.2 ms of CPU: give each more work
 PROCESS_SLICE_BYTES = 8 << 20  # ... but at most this much of large buffers (one frame)
 EXIT_WAIT = 1.0  # seconds a closing worker process gets before it is killed
 WHAT = "worker process"
+_run_ids = itertools.count()
 
 
 def _fork(conn_fd: int, lifeline_fd: int) -> forkserver.ForkedProcess | None:
@@ -93,17 +103,17 @@ def _describe_exit(code: int | None) -> str:
 class WorkerProcess:
     """One worker process of one stage, and the conversation with it."""
 
-    def __init__(self, label: str, state: RunState) -> None:
+    def __init__(self, label: str, state: RunState, prefix: str) -> None:
         self.label = label
         self.state = state
-        self.prefix = state.prefix
+        self.prefix = prefix
         self.closed = False
 
         def start(
             conn_fd: int, lifeline_fd: int
         ) -> forkserver.ForkedProcess | subprocess.Popen[bytes]:
             return _fork(conn_fd, lifeline_fd) or boot.interpreter(
-                f"from flowpipe._runtime.child import main; main({conn_fd}, {lifeline_fd})",
+                f"from {CHILD} import main; main({conn_fd}, {lifeline_fd})",
                 (conn_fd, lifeline_fd),
             )
 
@@ -114,17 +124,20 @@ class WorkerProcess:
         self.in_flight: deque[list[Any] | None] = deque()  # handles of slices not answered
 
     @classmethod
-    def start(cls, label: str, state: RunState, setup: tuple[bytes, bytes]) -> WorkerProcess:
+    def start(
+        cls, label: str, state: RunState, prefix: str, setup: tuple[bytes, bytes]
+    ) -> WorkerProcess:
         """A worker process, started and holding the stage (built in it); ``WorkerDied``
-        if it ends first, ``StageError`` if the stage cannot be rebuilt or built there."""
-        worker = cls(label, state)
+        if it ends first, ``StageError`` if the stage cannot be rebuilt or built there.
+        ``setup``: the ``LoadStage`` message, encoded."""
+        worker = cls(label, state, prefix)
         try:
-            wire.send(worker.conn, (sys.path, sys.argv), None)
+            wire.send(worker.conn, Environment(sys.path, sys.argv), None)
             worker.conn.send_bytes(setup[0])
             worker.conn.send_bytes(setup[1])
             reply = worker.receive()
-            if reply[0] == "error":
-                raise error_from_reply(reply, 0, WHAT)
+            if isinstance(reply, Failure):
+                raise stage_error(reply, 0, WHAT)
         except (EOFError, OSError) as exc:
             how = worker.exit_description()
             worker.close()
@@ -134,17 +147,17 @@ class WorkerProcess:
             raise
         return worker
 
-    def send(self, items: list[Any], offset: int, bundled: bool = False, skip: int = 0) -> None:
+    def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
         """Send a slice; the worker reads every message as it comes (``child``), so
         this never waits for the worker to finish an earlier slice."""
         released = recycle.take_released(self.maker)
         handles = None
-        if not bundled and items and payload_bytes(items[0]) >= wire.SHM_THRESHOLD:
+        if not sealed and items and payload_bytes(items[0]) >= wire.SHM_THRESHOLD:
             # Frames from this process go as handles to segments it reuses; the
             # handles live until the worker has answered for them.
             handles = wire.pack_outputs(items, self.prefix)
-        sent = items if bundled else handles or wire.mark_large(items)
-        message = ("call", sent, offset, bundled, released, skip)
+        sent = items if sealed else handles or wire.mark_large(items)
+        message = CallSlice(sent, offset, sealed, released, skip)
         try:
             wire.send(self.conn, message, self.prefix)
             self.in_flight.append(handles)
@@ -158,7 +171,7 @@ class WorkerProcess:
                 raise WorkerDied() from exc
             raise
 
-    def reply(self, offset: int) -> tuple[Any, ...]:
+    def reply(self, offset: int) -> Reply:
         """The worker's reply for its oldest slice (its error raised as ``StageError``)."""
         try:
             reply = self.receive()
@@ -172,25 +185,26 @@ class WorkerProcess:
             failure.__cause__ = exc.__cause__
             err = StageError(self.label, None, cause=failure)
             raise err from failure
-        if reply[0] == "error":
-            raise error_from_reply(reply, offset, WHAT)
-        if reply[0] == "closed":  # it left its loop without an answer (SystemExit in it)
-            raise WorkerDied()
-        *answer, (held, dropped) = reply
+        if isinstance(reply, Failure):
+            raise stage_error(reply, offset, WHAT)
+        if not isinstance(reply, (PartOutputs, SliceOutputs)):  # it left its loop without
+            raise WorkerDied()  # an answer (``Closed``: SystemExit in it)
+        assert reply.report is not None
+        held, dropped = reply.report
         wire.hold(held)  # arrays the worker keeps over shared memory
         self.held.update(held)
         wire.let_go(dropped)
         self.held.subtract(dropped)
-        if reply[0] == "ok":
+        if isinstance(reply, SliceOutputs):
             self.in_flight.popleft()  # the handles this slice went as: seen (or kept) now
-        return tuple(answer)
+        return reply
 
     def more(self) -> None:
         """Also gives back the segments nobody sees any more: a generator's slice may
         not end for a long time (a camera), and the worker reuses them meanwhile."""
         released = recycle.take_released(self.maker)
         try:
-            wire.send(self.conn, ("more", released), None)
+            wire.send(self.conn, More(released), None)
         except OSError:  # it ended: the next ``reply`` reads why (an error reply, or EOF)
             for name in released:
                 wire.unlink(name)
@@ -215,10 +229,10 @@ class WorkerProcess:
         if self.closed:
             return None
         self.closed = True
-        report: tuple[Any, ...] | None = None
+        report: Failure | None = None
         if self.proc.poll() is None:
             try:
-                wire.send(self.conn, ("close",), None)
+                wire.send(self.conn, Close(), None)
                 report = self._closed()
             except (OSError, EOFError):  # it ended (or was ended) first
                 pass
@@ -236,9 +250,9 @@ class WorkerProcess:
         wire.let_go(list(self.held.elements()))  # its arrays went with it
         self.held.clear()
         self.in_flight.clear()
-        return None if report is None else error_from_reply(report, 0, WHAT)
+        return None if report is None else stage_error(report, 0, WHAT)
 
-    def _closed(self) -> tuple[Any, ...] | None:
+    def _closed(self) -> Failure | None:
         """Read up to the worker's ``("closed", report)``; replies to slices the run no
         longer wants (it stopped) are passed over."""
         while True:
@@ -246,32 +260,41 @@ class WorkerProcess:
                 message = self.receive()
             except wire.WireError:  # an abandoned slice's reply that cannot be rebuilt
                 continue
-            if message[0] == "closed":
-                return message[1]  # type: ignore[no-any-return]
+            if isinstance(message, Closed):
+                return message.failure
 
 
 class ProcessBackend(Backend):
     name = "process"
+    capabilities = Capabilities(
+        in_caller=False, on_this_machine=True, returns_handles=True, seals_slices=True
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, state: RunState) -> None:
+        super().__init__(state)
+        # Names of this run's shared-memory segments start with this; every run of
+        # this process with ``owner_prefix()`` (what a sweep after a crash of this
+        # process removes).
+        self.prefix = f"{wire.owner_prefix(os.getpid())}{next(_run_ids)}_"
         self.sweeping = False
 
+    def open_handles(self) -> Opener:
+        return wire.unpack_items
+
     def start_stage(self, stage_run: StageRun) -> list[Worker]:
-        label = stage_run.node.label
+        label, prefix, state = stage_run.node.label, self.prefix, self.state
         try:
-            stage_bytes = wire.encode(
-                (label, stage_run.node, stage_run.state.prefix, stage_run.bundles_out), None
-            )
+            load = LoadStage(label, stage_run.node, prefix, stage_run.sealed_out)
+            setup = wire.encode(load, None)
         except wire.WireError as exc:
+            # Built once here, so that a stage cloudpickle cannot ship fails now, in
+            # the caller, naming the stage.
             err = StageError(label, None, cause=exc.__cause__)
             raise err from exc.__cause__
-        # The message that carries the stage, built once here so that a stage
-        # cloudpickle cannot ship fails now, in the caller, naming the stage.
-        setup = stage_bytes
 
         def factory(wid: int, counters: WorkerCounters) -> Caller:
             def start_worker() -> RemoteWorker:
-                return WorkerProcess.start(label, stage_run.state, setup)
+                return WorkerProcess.start(label, state, prefix, setup)
 
             return RemoteCaller(
                 stage_run,
@@ -282,20 +305,20 @@ class ProcessBackend(Backend):
                 slice_bytes=PROCESS_SLICE_BYTES,
                 # A generator's slice may never end (a camera): nothing may queue behind it.
                 depth=1 if stage_run.streams else REMOTE_DEPTH,
+                open_sealed=wire.unbundle,
             )
 
         stage_run.caller_factory = factory
         if not self.sweeping:  # once per run: one backend object serves one run
             self.sweeping = True
-            prefix = stage_run.state.prefix
             recycle.adopt(prefix)  # frames sent from here go to segments reused here
 
             def sweep_segments() -> None:  # what a stopped or crashed run left in /dev/shm
                 recycle.forget(prefix)
                 wire.sweep(prefix)
 
-            stage_run.state.cleanups.append(sweep_segments)
-        return start_worker_threads(stage_run)
+            state.cleanups.append(sweep_segments)
+        return [*start_worker_threads(label, stage_run.run_worker, len(stage_run.counters))]
 
 
 backend_class = ProcessBackend

@@ -10,12 +10,22 @@ that appends to a list of the caller's sees every bad item on every backend.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
-from .._errors import StageError
-from .._observe.counters import WorkerCounters
+from ..._errors import StageError
+from ..._observe.counters import WorkerCounters
 
 logger = logging.getLogger("flowpipe")
+
+
+class PolicyEvent(NamedTuple):
+    """A retry (``what``: the attempt that failed) or a skip (``what``: the items skipped)
+    decided in a worker elsewhere, for the caller to replay."""
+
+    kind: str  # "retry" | "skip"
+    input_index: int
+    what: Any
+    exc: BaseException
 
 
 class ErrorPolicy:
@@ -29,7 +39,7 @@ class ErrorPolicy:
         self.handler = on_error
         self.counters = counters
         # In a worker elsewhere: what to replay in the caller's process (see above).
-        self.events: list[tuple[Any, ...]] | None = None
+        self.events: list[PolicyEvent] | None = None
 
     def should_retry(self, items: list[Any], index: int, exc: BaseException, attempt: int) -> bool:
         """Call after attempt ``attempt`` (1-based) failed; True means call again.
@@ -41,7 +51,7 @@ class ErrorPolicy:
         if attempt <= self.retries:
             self.counters.retries += 1
             if self.events is not None:
-                self.events.append(("retry", index, attempt, exc))
+                self.events.append(PolicyEvent("retry", index, attempt, exc))
             else:
                 self._log_retry(index, attempt, exc)
             return True
@@ -51,12 +61,12 @@ class ErrorPolicy:
             ) from exc
         self.counters.skipped += len(items)
         if self.events is not None:
-            self.events.append(("skip", index, items, exc))
+            self.events.append(PolicyEvent("skip", index, items, exc))
         else:
             self._skip(index, items, exc)
         return False
 
-    def replay(self, events: list[tuple[Any, ...]]) -> None:
+    def replay(self, events: list[PolicyEvent]) -> None:
         """What a worker elsewhere recorded, as if it had happened here."""
         for kind, index, what, exc in events:
             if kind == "retry":

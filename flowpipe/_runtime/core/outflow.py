@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._transport.buffer import payload_bytes
+from ..._transport.buffer import payload_bytes
 
 CHUNK_SECONDS = 0.001  # a chunk pulled in one go takes about this long
 FLUSH_SECONDS = 0.01  # outputs wait at most about this long (at the generator's pace)

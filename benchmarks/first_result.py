@@ -1,0 +1,103 @@
+"""First result of 3 thread stages over 10 items, in a fresh interpreter.
+
+``python -m benchmarks.first_result [--repeat N] [--tree PATH ...]``
+
+Each row starts a new interpreter per run and reports the milliseconds from
+just after ``import flowpipe`` (or the peer's imports) to the first output,
+and to the end of the run, as the median and min-max over the runs. Rows are
+timed round-robin. ``--tree`` times flowpipe from other checkouts too (their
+``flowpipe/`` first on ``PYTHONPATH``), so two revisions compare side by side
+in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+FLOWPIPE = """
+import time
+import flowpipe
+t0 = time.perf_counter()
+inc = flowpipe.stage(lambda x: x + 1, name="a")
+pipe = inc | flowpipe.stage(lambda x: x + 2, name="b") | flowpipe.stage(lambda x: x * 2, name="c")
+run = pipe.iter(range(10))
+first = next(run)
+t1 = time.perf_counter()
+rest = list(run)
+t2 = time.perf_counter()
+assert [first, *rest] == [(x + 3) * 2 for x in range(10)]
+print((t1 - t0) * 1e3, (t2 - t0) * 1e3)
+"""
+
+QUEUE_CHAIN = """
+import queue, threading, time
+t0 = time.perf_counter()
+END = object()
+def worker(fn, inp, out):
+    while (x := inp.get()) is not END:
+        out.put(fn(x))
+    out.put(END)
+qs = [queue.Queue(1024) for _ in range(4)]
+for fn, a, b in zip((lambda x: x + 1, lambda x: x + 2, lambda x: x * 2), qs, qs[1:]):
+    threading.Thread(target=worker, args=(fn, a, b), daemon=True).start()
+def feed():
+    for x in range(10):
+        qs[0].put(x)
+    qs[0].put(END)
+threading.Thread(target=feed, daemon=True).start()
+first = qs[-1].get()
+t1 = time.perf_counter()
+rest = []
+while (x := qs[-1].get()) is not END:
+    rest.append(x)
+t2 = time.perf_counter()
+assert [first, *rest] == [(x + 3) * 2 for x in range(10)]
+print((t1 - t0) * 1e3, (t2 - t0) * 1e3)
+"""
+
+
+def once(code: str, tree: str | None) -> tuple[float, float]:
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([tree, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # From the tree itself: ``python -c`` puts the working folder first on sys.path.
+    where = tree if tree is not None else str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=where, capture_output=True, text=True, check=True
+    )
+    first, end = done.stdout.split()
+    return float(first), float(end)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.first_result")
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--tree", action="append", default=[], metavar="PATH")
+    args = parser.parse_args(argv)
+    rows: dict[str, tuple[str, str | None]] = {"queue chain (hand-written)": (QUEUE_CHAIN, None)}
+    rows["flowpipe (this checkout)"] = (FLOWPIPE, None)
+    for tree in args.tree:
+        rows[f"flowpipe ({Path(tree).name})"] = (FLOWPIPE, str(Path(tree).resolve()))
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+    for _ in range(args.repeat):
+        for name, (code, tree) in rows.items():
+            times[name].append(once(code, tree))
+    print("| implementation | first result ms, median | min-max | end ms, median |")
+    print("|---|---:|---:|---:|")
+    for name, got in times.items():
+        firsts, ends = [t[0] for t in got], [t[1] for t in got]
+        print(
+            f"| {name} | {statistics.median(firsts):.1f} | {min(firsts):.1f}-{max(firsts):.1f} "
+            f"| {statistics.median(ends):.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,315 @@
+"""A stage in a run, and the one loop every worker of every backend runs.
+
+::
+
+    input Channel ──take slice──► Caller.submit ... Caller.receive ──outputs──► Reorderer ──► Emitter ──► next Channel(s)
+         ▲   (seq, offset, items)   (up to ``depth`` slices in flight)         (ordered, workers>1)   (fan-out: every branch)
+         │
+    feed.feed_source (a source iterator or a source stage)
+
+Where the calls run is the ``Caller``'s business: ``LocalCaller`` runs the
+stage in the worker thread itself (depth 1); a backend whose workers run
+elsewhere supplies one (``remote.caller.RemoteCaller``: a worker process, an
+actor) with several slices in flight. Taking, ordering, emitting and counting
+are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
+
+from ..._errors import StageError
+from ..._observe.counters import WorkerCounters
+from ..._transport.buffer import Aborted, Channel
+from .aio import AsyncStageLoop
+from .invoke import Part, SliceCaller, close_callable
+from .routing import Emitter, Reorderer
+from .shaping import (
+    MAX_SLICE,
+    SLICE_TARGET_SECONDS,
+    SliceSizer,
+    WindowTaker,
+    slice_bytes,
+    slice_size,
+)
+from .state import Opener, RunState
+
+if TYPE_CHECKING:
+    from ..._plan.plan import StageNode
+
+ASYNC_GROUP_SECONDS = 0.005  # an async stage elsewhere waits this long to fill a group
+
+
+class Caller(Protocol):
+    """How a worker loop has a slice called: here (``LocalCaller``) or elsewhere.
+
+    ``submit`` hands a slice over and returns at once; ``receive`` gives the
+    outputs of the oldest slice submitted and not yet received. A caller whose
+    worker is elsewhere keeps ``depth`` slices in flight, so the worker does
+    not sit idle for a round trip between slices.
+    """
+
+    slice_target: float  # seconds of work per slice worth one hand-off
+    slice_bytes: int | None  # large-buffer bytes a slice may hold (None: no bound)
+    depth: int  # slices in flight at most
+
+    def submit(self, items: list[Any], offset: int) -> None: ...
+    def receive(self, part: Part | None = None) -> list[Any]: ...
+    def close(self) -> None: ...
+
+
+CallerFactory = Callable[[int, WorkerCounters], Caller]
+
+
+class LocalCaller:
+    """Runs the stage in the worker thread: builds the callable (a class stage's instance)."""
+
+    slice_target = SLICE_TARGET_SECONDS
+    slice_bytes: int | None = None
+    depth = 1
+
+    def __init__(
+        self, node: StageNode, counters: WorkerCounters, open_handles: Opener | None = None
+    ) -> None:
+        self.fn = node.stage.make_callable()
+        try:
+            self.slices = SliceCaller(node, self.fn, counters)
+        except BaseException:
+            close_callable(self.fn)
+            raise
+        self.open_handles = open_handles  # outputs of a worker elsewhere may be handles
+        self.submitted: tuple[list[Any], int] = ([], 0)
+
+    def submit(self, items: list[Any], offset: int) -> None:
+        self.submitted = (items, offset)
+
+    def receive(self, part: Part | None = None) -> list[Any]:
+        items, offset = self.submitted
+        self.submitted = ([], 0)
+        if self.open_handles is not None:
+            items = self.open_handles(items)
+        return self.slices.call(items, offset, part)
+
+    def close(self) -> None:
+        close_callable(self.fn)
+
+
+class InFlight(NamedTuple):
+    """A slice taken and submitted, not yet received."""
+
+    seq: int
+    offset: int
+    items: list[Any]
+    asked: float  # when the worker began to wait for it (clock)
+    taken: float  # when it was taken
+
+
+def streams_outputs(node: StageNode) -> bool:
+    """Whether the stage hands its outputs on while a slice runs (``outflow``): a
+    generator stage without ``batch``."""
+    return node.stage.call_kind == "generator" and node.stage.options.batch is None
+
+
+def sealed_count(entries: list[Any]) -> int:
+    """Items in the entries of an edge that carries sealed slices (each knows its ``count``)."""
+    return sum(e.count for e in entries)
+
+
+class StageRun:
+    """One stage in one run: its input, where outputs go, its workers' counters and loop."""
+
+    # What each worker counts into. Only the benchmarks swap it, for a subclass
+    # whose updates do nothing, to measure what the statistics cost.
+    counters_class: ClassVar[type[WorkerCounters]] = WorkerCounters
+
+    def __init__(
+        self,
+        node: StageNode,
+        inp: Channel,
+        emitter: Emitter,
+        state: RunState,
+        sealed: tuple[bool, bool] = (False, False),
+    ) -> None:
+        opts = node.stage.options
+        self.node = node
+        self.inp = inp
+        self.emitter = emitter
+        self.state = state
+        # An async stage has one dispatching worker with ``workers`` items in flight.
+        threads = 1 if node.stage.call_kind == "async" else opts.workers
+        self.counters = [self.counters_class() for _ in range(threads)]
+        ordered_many = opts.ordered and (opts.workers > 1 or node.stage.call_kind == "async")
+        room = state.gate(2 * opts.workers + 2) if ordered_many else None
+        self.reorderer = Reorderer(emitter, room) if room is not None else None
+        if self.reorderer is not None:
+            state.on_stop.append(self.reorderer.abort)
+        self.streams = streams_outputs(node)
+        self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
+        self.take = WindowTaker(inp, opts.window, opts.stride).take if opts.window else inp.take
+        # A backend that runs the calls elsewhere (a worker process) sets this;
+        # taking, ordering and emitting stay here, the same for every backend.
+        self.caller_factory: CallerFactory | None = None
+        # Whether the edge into / out of this stage carries sealed slices (the
+        # plan's ``EdgePlan``): then entries are counted by what they carry.
+        self.sealed_in, self.sealed_out = sealed
+        self._live = len(self.counters)
+        self._lock = threading.Lock()
+
+    def worker_finished(self) -> None:
+        with self._lock:
+            self._live -= 1
+            last = self._live == 0
+        if last:
+            self.emitter.close()
+
+    def run_worker(self, wid: int) -> None:
+        """The body of one worker: build the caller, loop over slices, tear down."""
+        try:
+            if self.node.stage.call_kind == "async" and self.caller_factory is None:
+                AsyncStageLoop(self).run()
+            else:
+                self._with_caller(wid)
+        except Aborted:
+            pass
+        except StageError as exc:
+            self.state.fail(exc)
+        except BaseException as exc:  # a worker never dies silently
+            err = StageError(self.node.label, None, cause=exc)
+            err.__cause__ = exc
+            self.state.fail(err)
+        finally:
+            self.worker_finished()
+
+    def _with_caller(self, wid: int) -> None:
+        counters = self.counters[wid]
+        if self.caller_factory is not None:
+            caller: Caller = self.caller_factory(wid, counters)
+        else:
+            caller = LocalCaller(self.node, counters, self.state.open_handles)
+        try:
+            WorkerLoop(self, caller, counters).run()
+        except BaseException:
+            try:  # the error in flight is the run's error, not one close() may raise
+                caller.close()
+            except BaseException:
+                pass
+            raise
+        caller.close()  # its error (a class stage's close() raised) fails the run
+
+    def hand_on(self, seq: int, outputs: list[Any]) -> None:
+        """The outputs of slice ``seq`` (or of input ``seq`` of an async stage), done."""
+        if self.reorderer is not None:
+            self.reorderer.complete(seq, outputs)
+        else:
+            self.emitter.emit(outputs)
+
+    def hand_on_part(self, seq: int, outputs: list[Any]) -> None:
+        """Outputs of slice ``seq`` that is still running (a generator stage's)."""
+        if self.reorderer is not None:
+            self.reorderer.part(seq, outputs)
+        else:
+            self.emitter.emit(outputs)
+
+
+class WorkerLoop:
+    """Take a slice, submit it, receive the oldest, hand its outputs on; until the input ends.
+
+    Up to ``caller.depth`` slices are in flight. With one in flight, the next
+    is taken only if it is ready now (and there is room to reorder it): waiting
+    for input must never hold back outputs that are already computed.
+    """
+
+    def __init__(self, stage_run: StageRun, caller: Caller, counters: WorkerCounters) -> None:
+        opts = stage_run.node.stage.options
+        self.sr = stage_run
+        self.caller = caller
+        self.counters = counters
+        self.depth = 1 if opts.window else caller.depth
+        self.sizer = SliceSizer(MAX_SLICE, caller.slice_target, caller.slice_bytes)
+        self.batch, self.timeout = opts.batch, opts.batch_timeout
+        if stage_run.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
+            self.batch, self.timeout = opts.workers, ASYNC_GROUP_SECONDS
+        self.pending: deque[InFlight] = deque()
+        self.last_done = 0.0  # when the slice received last was handed on
+
+    def run(self) -> None:
+        pending, ended = self.pending, False
+        while pending or not ended:
+            if not ended and len(pending) < self.depth:
+                got = self._take(wait=not pending)
+                if got is None:
+                    ended = True
+                    continue
+                if got is not False:
+                    self.caller.submit(got.items, got.offset)
+                    pending.append(got)
+                    continue
+            self._finish(pending.popleft())
+
+    def _take(self, wait: bool) -> InFlight | Literal[False] | None:
+        """The next slice; ``None`` at the end of input; ``False`` (only when not
+        ``wait``ing) if none is ready now or there is no room to reorder one."""
+        sr, sizer, batch = self.sr, self.sizer, self.batch
+        room = sr.reorderer.room if sr.reorderer is not None else None
+        clock = time.perf_counter
+        t0 = clock()
+        got: tuple[int, int, list[Any]] | Literal[False] | None
+        if wait:
+            if room is not None:
+                room.acquire()
+            size = batch or slice_size(sizer, sr.inp)
+            got = sr.take(size, batch or 1, self.timeout if batch else None)
+        elif room is not None and not room.try_acquire():
+            return False
+        else:
+            got = sr.inp.take_ready(batch or slice_size(sizer, sr.inp), batch or 1)
+        if not got:
+            if room is not None:
+                room.release()
+            return got
+        t1 = clock()
+        if self.counters.started is None:  # busy shares count from the first input on
+            self.counters.started = t1
+        return InFlight(*got, t0 if wait else t1, t1)
+
+    def _finish(self, slice_: InFlight) -> None:
+        """Receive the oldest slice, hand its outputs on, count it."""
+        sr, clock = self.sr, time.perf_counter
+        sink = PartSink(sr, slice_.seq) if sr.streams else None
+        outputs = self.caller.receive(sink)
+        t2 = clock()
+        sr.hand_on(slice_.seq, outputs)
+        t3 = clock()
+        # Busy from when the worker could start on it: its submission, or the end
+        # of the slice before it (slices in flight queue at the worker).
+        start = max(slice_.taken, self.last_done)
+        self.last_done = t3
+        items = slice_.items
+        self.sizer.update(len(items), t2 - start, slice_bytes(self.sizer, items, outputs))
+        n_in = sealed_count(items) if sr.sealed_in else len(items)
+        n_out = sealed_count(outputs) if sr.sealed_out else len(outputs)
+        if sink is not None:
+            n_out += sink.handed_on
+        calls = 1 if sr.node.stage.options.batch else n_in
+        asked = slice_.asked - slice_.taken + start
+        self.counters.count_slice(n_in, n_out, calls, asked, start, t2, t3)
+
+
+class PartSink:
+    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs."""
+
+    __slots__ = ("handed_on", "seq", "stage_run")
+
+    def __init__(self, stage_run: StageRun, seq: int) -> None:
+        self.stage_run = stage_run
+        self.seq = seq
+        self.handed_on = 0  # outputs (in items, not sealed slices)
+
+    def __call__(self, outputs: list[Any]) -> None:
+        sr = self.stage_run
+        self.handed_on += sealed_count(outputs) if sr.sealed_out else len(outputs)
+        sr.hand_on_part(self.seq, outputs)

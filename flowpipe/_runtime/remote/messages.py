@@ -1,0 +1,132 @@
+"""The conversation between a worker loop and its worker elsewhere, as typed messages.
+
+Defined once, here, for every backend whose workers run outside the caller's
+process (a worker process, a Ray actor); both sides build and read these
+classes and nothing else::
+
+    caller (RemoteCaller + a backend's RemoteWorker)     worker (SliceServer)
+    ────────────────────────────────────────────────     ────────────────────
+    LoadStage(label, node, prefix, seal_outputs) ─────►  build the callable (a class stage's instance)
+                                           ◄─────────    Ready() | Failure(...)
+    CallSlice(items, offset, sealed, released, skip) ─►  SliceCaller.call(items, offset)
+                                           ◄─────────    a generator stage, while it runs:
+                                                         PartOutputs(outputs, events, ...)
+    More(released) ───────────────────────────────────►  (one per part: the worker may send another)
+                                           ◄─────────    SliceOutputs(outputs, errors, retries,
+                                                             skipped, left, events, ...) | Failure(...)
+    Close() ──────────────────────────────────────────►  stage.close()
+                                           ◄─────────    Closed(None | Failure)
+
+A worker process also gets ``Environment`` first (the caller's ``sys.path``
+and ``sys.argv``). ``report`` (worker processes: the shared-memory segments
+it keeps arrays over, and those it let go) and ``kept`` (Ray actors: which
+outputs stayed in the object store) are filled by the backend that needs them.
+They are NamedTuples: cheap to build, and pickled by class name and fields.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from ..._plan.plan import StageNode
+    from ..core.policy import PolicyEvent
+
+# Segments a worker reports keeping arrays over, and those it let go since.
+SegmentReport = tuple[list[str], list[str]]
+
+
+# -- caller to worker ---------------------------------------------------------------
+
+
+class Environment(NamedTuple):
+    """The caller's import path and argv, so imports and argv-reading code agree."""
+
+    path: list[str]
+    argv: list[str]
+
+
+class LoadStage(NamedTuple):
+    """The stage to build; ``prefix``: names of the worker's segments; ``seal_outputs``:
+    the plan says its output edge carries sealed slices."""
+
+    label: str
+    node: StageNode
+    prefix: str
+    seal_outputs: bool
+
+
+class CallSlice(NamedTuple):
+    """A slice to call. ``sealed``: ``items`` are sealed slices to open first;
+    ``released``: the worker's segments nobody sees any more; ``skip``: drop this
+    many of a generator stage's first outputs (handed on by a worker that died)."""
+
+    items: list[Any]
+    offset: int
+    sealed: bool
+    released: list[str]
+    skip: int
+
+
+class More(NamedTuple):
+    """A part was handed on: the worker may send another (and reuse ``released``)."""
+
+    released: list[str]
+
+
+class Close(NamedTuple):
+    """Finish: run the stage's ``close()``, answer ``Closed``, exit."""
+
+
+# -- worker to caller ---------------------------------------------------------------
+
+
+class Ready(NamedTuple):
+    """The stage was built: slices may come."""
+
+
+class PartOutputs(NamedTuple):
+    """Outputs of a generator stage's slice that is still running."""
+
+    outputs: list[Any]
+    events: list[PolicyEvent]
+    report: SegmentReport | None = None
+    kept: list[tuple[int, int]] | None = None
+
+
+class SliceOutputs(NamedTuple):
+    """A slice's (remaining) outputs, and what the worker counted while calling it.
+    ``left``: of the slice's ``skip``, how many outputs were still to drop."""
+
+    outputs: list[Any]
+    errors: int
+    retries: int
+    skipped: int
+    left: int
+    events: list[PolicyEvent]
+    report: SegmentReport | None = None
+    kept: list[tuple[int, int]] | None = None
+
+
+class Failure(NamedTuple):
+    """An error in the worker. ``what``: "" (the stage raised on an item), "start",
+    "close", "input" (an input could not be rebuilt there), "output" (an output
+    could not be sent back). ``exc_bytes``: the exception pickled on its own (None
+    if it cannot be), ``summary`` its one-line text, ``text`` the remote traceback."""
+
+    label: str
+    input_index: int | None
+    item: Any
+    exc_bytes: bytes | None
+    summary: str
+    text: str
+    what: str = ""
+
+
+class Closed(NamedTuple):
+    """The worker ran the stage's ``close()``; ``failure``: what it raised."""
+
+    failure: Failure | None = None
+
+
+Reply = PartOutputs | SliceOutputs

@@ -1,0 +1,130 @@
+"""The worker's side of a call elsewhere: a stage built once, then called slice by slice.
+
+``SliceServer`` runs in a worker process (``backends/process/child.py``) and in
+a Ray actor (``backends/ray.py``). It calls slices with the core's
+``SliceCaller`` (retries, ``on_error``, batch checks), exactly as a worker
+thread does, and answers with a message (``messages``): the outputs and what
+it counted, or a ``Failure`` that carries the exception (pickled on its own),
+its text and the remote traceback. What the caller must see happen (retry and
+skip log lines, an ``on_error`` callable) is recorded as policy events and
+replayed in the caller's process.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from ..._errors import StageError
+from ..._observe.counters import WorkerCounters
+from ..._transport.buffer import Aborted
+from ..._transport.wire import WireError
+from ..core.aio import AsyncSliceCaller
+from ..core.invoke import Part, SliceCaller, close_callable
+from ..core.policy import PolicyEvent
+from .messages import Failure, SliceOutputs
+
+if TYPE_CHECKING:
+    from ..._plan.plan import StageNode
+
+
+class RemoteFailure(Exception):
+    """An exception from a worker that could not itself be sent back, as its text."""
+
+
+def failure(
+    label: str, index: int | None, item: Any, exc: BaseException, what: str = ""
+) -> Failure:
+    """An error as a message. ``what``: "" (the stage raised), "start", "close", "input",
+    "output"."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        exc_bytes: bytes | None = cloudpickle.dumps(exc)
+    except BaseException:  # whatever its pickling raises, the error still goes back as text
+        exc_bytes = None
+    try:
+        cloudpickle.dumps(item)
+    except BaseException:
+        item = None
+    return Failure(label, index, item, exc_bytes, f"{type(exc).__name__}: {exc}", text, what)
+
+
+def _round_trips(x: Any) -> bool:
+    """Whether ``x`` pickles and unpickles (an exception whose ``__init__`` takes other
+    arguments than its ``args`` pickles, then fails to rebuild)."""
+    try:
+        cloudpickle.loads(cloudpickle.dumps(x))
+    except BaseException:
+        return False
+    return True
+
+
+def _sendable(event: PolicyEvent) -> PolicyEvent:
+    """A policy event that the caller can rebuild: an exception that cannot travels
+    as its text, an item that cannot as ``None``."""
+    kind, index, what, exc = event
+    if not _round_trips(exc):
+        exc = RemoteFailure(f"{type(exc).__name__}: {exc}")
+    if kind == "skip" and not _round_trips(what):
+        what = [None] * len(what)
+    return PolicyEvent(kind, index, what, exc)
+
+
+class SliceServer:
+    """A stage as a worker runs it: built once, then called slice by slice."""
+
+    def __init__(self, label: str, node: StageNode) -> None:
+        self.label = label
+        self.fn = node.stage.make_callable()
+        self.counters = WorkerCounters()
+        self.caller: SliceCaller | AsyncSliceCaller = (
+            AsyncSliceCaller(node, self.fn, self.counters)
+            if node.stage.call_kind == "async"
+            else SliceCaller(node, self.fn, self.counters)
+        )
+        # Retries and skips, replayed by the caller (logs, an ``on_error`` callable).
+        self.events: list[PolicyEvent] = []
+        self.caller.policy.events = self.events
+
+    def call(
+        self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
+    ) -> SliceOutputs | Failure:
+        """The answer for one slice; the stage's own errors become a ``Failure``.
+
+        ``part`` takes a generator stage's outputs while the slice runs (see
+        ``SliceCaller``); an error it raises is raised here, not answered.
+        """
+        caller = self.caller
+        try:
+            if isinstance(caller, SliceCaller):
+                outputs = caller.call(items, offset, part, skip)
+            else:
+                outputs = caller.call(items, offset)
+        except (Aborted, WireError):  # from ``part``: the run stopped, an output cannot go
+            raise
+        except StageError as err:
+            cause = err.__cause__ if err.__cause__ is not None else err
+            return failure(self.label, err.index, err.item, cause)
+        except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
+            return failure(self.label, None, None, exc)  # which item: not known here
+        c = self.counters
+        left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
+        done = SliceOutputs(outputs, c.errors, c.retries, c.skipped, left, self.take_events())
+        c.errors = c.retries = c.skipped = 0
+        return done
+
+    def take_events(self) -> list[PolicyEvent]:
+        """The retries and skips since the last call, for the caller to replay (a part
+        of a generator's outputs carries them too, so they are not held back)."""
+        events = [_sendable(e) for e in self.events]
+        self.events.clear()
+        return events
+
+    def close(self) -> None:
+        try:
+            if isinstance(self.caller, AsyncSliceCaller):
+                self.caller.close()
+        finally:
+            close_callable(self.fn)
