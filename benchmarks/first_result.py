@@ -4,8 +4,9 @@
 
 Each row starts a new interpreter per run and reports the milliseconds from
 just after ``import flowpipe`` (or the peer's imports) to the first output,
-and to the end of the run, as the median and min-max over the runs. Rows are
-timed round-robin. ``--tree`` times flowpipe from other checkouts too (their
+and to the end of the run, as the median and min-max over the runs, with
+bytecode caches written (a warm-up round first), as an installed program
+runs. Rows are timed round-robin. ``--tree`` times flowpipe from other checkouts too (their
 ``flowpipe/`` first on ``PYTHONPATH``), so two revisions compare side by side
 in one run.
 """
@@ -64,6 +65,8 @@ print((t1 - t0) * 1e3, (t2 - t0) * 1e3)
 
 def once(code: str, tree: str | None) -> tuple[float, float]:
     env = dict(os.environ)
+    # As installed programs run: with bytecode caches (the first, warm-up round writes them).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([tree, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     # From the tree itself: ``python -c`` puts the working folder first on sys.path.
@@ -85,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tree in args.tree:
         rows[f"flowpipe ({Path(tree).name})"] = (FLOWPIPE, str(Path(tree).resolve()))
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
+    for code, tree in rows.values():  # warm-up: bytecode caches, the OS's file cache
+        once(code, tree)
     for _ in range(args.repeat):
         for name, (code, tree) in rows.items():
             times[name].append(once(code, tree))

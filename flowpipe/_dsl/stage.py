@@ -9,7 +9,6 @@ when called directly (``detect(frame)``), which runs the plain function.
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
@@ -18,6 +17,10 @@ from typing_extensions import Never, TypeVar, Unpack
 
 from .._errors import GraphError
 from .compose import Composable, In, Out
+from .kinds import CallKind
+from .kinds import call_kind as _call_kind
+from .kinds import name_of as _name_of
+from .kinds import takes_no_argument as _takes_no_argument
 from .options import StageOptions, make_options
 
 if TYPE_CHECKING:
@@ -35,42 +38,6 @@ Fn = TypeVar("Fn", bound=Callable[..., Any], covariant=True, default=Callable[..
 A = TypeVar("A", default=Any)  # unsolved (an untyped lambda): Any, not Never
 B = TypeVar("B", default=Any)
 Async = Coroutine[Any, Any, B]
-
-CallKind = Literal["function", "generator", "async"]
-
-
-def _call_kind(fn: Callable[..., Any]) -> CallKind:
-    target = fn.__call__ if inspect.isclass(fn) else fn
-    if not inspect.isfunction(target) and not inspect.ismethod(target) and callable(target):
-        target = getattr(target, "__call__", target)  # noqa: B004 - callable instances
-    if inspect.isasyncgenfunction(target):
-        raise GraphError(f"stage {_name_of(fn)!r}: async generator functions are not supported")
-    if inspect.iscoroutinefunction(target):
-        return "async"
-    if inspect.isgeneratorfunction(target):
-        return "generator"
-    return "function"
-
-
-def _takes_no_argument(fn: Callable[..., Any]) -> bool:
-    """True for ``def camera(): ...``: such a stage is the pipeline's source."""
-    if inspect.isclass(fn):
-        return False
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # builtins without a signature take an argument
-        return False
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    takes_items = any(
-        (p.kind in kinds and p.default is p.empty) or p.kind is p.VAR_POSITIONAL for p in params
-    )
-    return not takes_items
-
-
-def _name_of(fn: object) -> str:
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    return "lambda" if name == "<lambda>" else str(name)
-
 
 class Stage(Composable[In, Out], Generic[In, Out, Fn]):
     """One step of a pipeline: a callable plus its options. Immutable and picklable.
@@ -320,7 +287,7 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
     if not callable(fn):
         raise GraphError(f"@stage needs a function or a class, got {fn!r}")
     opts = make_options(name=options.pop("name", None) or _name_of(fn), **options)
-    if inspect.isclass(fn):
+    if isinstance(fn, type):
         _call_kind(fn)  # validates __call__ now, at build time
         made_class: StageClass[Any, Any] = StageClass(fn, opts)
         return made_class

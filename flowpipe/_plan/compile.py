@@ -44,4 +44,4 @@ def compile_plan(pipe: Pipeline[Any, Any], backend: str) -> Plan:
         raise GraphError("cannot run an empty pipeline")
     lowering = _Lowering(backend)
     steps = lowering.lower(pipe)
-    return Plan(steps, tuple(lowering.stages), str(pipe), backend, pipe)
+    return Plan(steps, tuple(lowering.stages), backend, pipe)

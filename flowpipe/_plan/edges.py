@@ -36,8 +36,8 @@ items, so errors name the right input.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from .plan import FanOutNode, Node, Plan, StageNode
 
@@ -47,8 +47,7 @@ SEALED_MIN = 16
 _OTHER = -1  # a writer or reader that is not a stage: the source, a join, the caller
 
 
-@dataclasses.dataclass(frozen=True)
-class Capabilities:
+class Capabilities(NamedTuple):
     """What a backend can do, as far as planning a run is concerned."""
 
     in_caller: bool
@@ -61,20 +60,19 @@ class Capabilities:
     """Two of its stages can pass whole output slices sealed, past the caller."""
 
 
-@dataclasses.dataclass(frozen=True)
-class EdgePlan:
+class EdgePlan(NamedTuple):
     """How a run's edges carry items (plain data; see the module docstring)."""
 
     handles: bool = False
     """Items in the caller's process may be handles: what runs there opens them."""
     sealed_in: frozenset[int] = frozenset()
-    """Stages (by index) whose input edge carries sealed slices."""
+    """Stages (by position) whose input edge carries sealed slices."""
     sealed_out: frozenset[int] = frozenset()
-    """Stages (by index) that seal their output slices."""
+    """Stages (by position) that seal their output slices."""
 
-    def sealed(self, index: int) -> tuple[bool, bool]:
-        """Whether stage ``index``'s input and output edges carry sealed slices."""
-        return index in self.sealed_in, index in self.sealed_out
+    def sealed(self, position: int) -> tuple[bool, bool]:
+        """Whether stage ``position``'s input and output edges carry sealed slices."""
+        return position in self.sealed_in, position in self.sealed_out
 
     def describe(self) -> str:
         """One line per edge kind, for people (``print(plan.edges.describe())``)."""
@@ -90,7 +88,7 @@ def sealed_capacity(workers: int) -> int:
 
 
 class _Links:
-    """Who writes into which stage's input, and where each stage writes (by index)."""
+    """Who writes into which stage's input, and where each stage writes (by position)."""
 
     def __init__(self) -> None:
         self.writers: dict[int, list[int]] = {}
@@ -108,9 +106,9 @@ class _Links:
                 return [e for branch in step.branches for e in self.wire(branch, downstream)]
             self.written_by(_OTHER, downstream)  # a join's rows
             return [e for branch in step.branches for e in self.wire(branch, [_OTHER])]
-        self.targets[step.index] = downstream
-        self.written_by(step.index, downstream)
-        return [step.index]
+        self.targets[step.position] = downstream
+        self.written_by(step.position, downstream)
+        return [step.position]
 
     def written_by(self, writer: int, readers: list[int]) -> None:
         for r in readers:
@@ -135,7 +133,7 @@ def plan_edges(plan: Plan, capabilities: Mapping[str, Capabilities]) -> Plan:
     links = _Links()
     for entry in links.wire(plan.wired_steps, [_OTHER]):
         links.written_by(_OTHER, [entry])  # the source's feeder, or a live run's put()
-    nodes = {n.index: n for n in plan.stages}
+    nodes = {n.position: n for n in plan.stages}
 
     def carries(reader: int, writer: StageNode) -> bool:
         if reader == _OTHER:
@@ -164,4 +162,4 @@ def plan_edges(plan: Plan, capabilities: Mapping[str, Capabilities]) -> Plan:
     sealed_in = frozenset(t for i in sealing for t in links.targets[i])
     handles = any(capabilities[n.backend].returns_handles for n in plan.stages)
     edges = EdgePlan(handles, sealed_in, frozenset(sealing))
-    return dataclasses.replace(plan, edges=edges)
+    return plan._replace(edges=edges)

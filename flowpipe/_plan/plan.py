@@ -9,43 +9,47 @@ from the plan alone; it never imports the graph layer.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .._dsl.stage import Stage
     from .edges import EdgePlan
 
 
-@dataclasses.dataclass(frozen=True)
-class StageNode:
+class StageNode(NamedTuple):
     """One stage as it will run: a unique label (for stats and errors) and its backend."""
 
-    index: int
+    position: int  # in the plan's stages
     label: str
     stage: Stage[Any, Any]
     backend: str
 
 
-@dataclasses.dataclass(frozen=True)
-class FanOutNode:
+class FanOutNode(NamedTuple):
+    """A fan-out: its branches, joined into tuples (or dicts, with ``keys``) or merged."""
+
     branches: tuple[tuple[Node, ...], ...]
     keys: tuple[str, ...] | None
     merge: bool
 
 
-Node = StageNode | FanOutNode
+Node = StageNode | FanOutNode  # a step of a plan
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
+    """A run's stages as they will run (records are NamedTuples: cheap to make and pickle)."""
+
     steps: tuple[Node, ...]
     stages: tuple[StageNode, ...]
-    description: str = ""  # the pipeline as ``print(pipe)`` shows it (log lines)
     backend: str = ""  # the run's default backend (``run(..., backend=...)``)
     # The pipeline the plan came from, for pictures of a run (``Run.to_mermaid``).
-    pipeline: Any = dataclasses.field(default=None, compare=False, repr=False)
+    pipeline: Any = None
     edges: EdgePlan | None = None  # set by ``edges.plan_edges``
+
+    @property
+    def description(self) -> str:
+        """The pipeline as ``print(pipe)`` shows it (log lines); made when asked for."""
+        return str(self.pipeline) if self.pipeline is not None else "a pipeline"
 
     @property
     def source_stage(self) -> StageNode | None:

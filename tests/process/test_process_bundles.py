@@ -39,7 +39,7 @@ def bundled_edges(pipe: Pipeline[Any, Any]) -> dict[str, tuple[bool, bool]]:
     plan = compile_plan(pipe, P)
     plan = plan_edges(plan, {name: load_backend(name).capabilities for name in plan.backends})
     assert plan.edges is not None
-    return {node.label: plan.edges.sealed(node.index) for node in plan.stages}
+    return {node.label: plan.edges.sealed(node.position) for node in plan.stages}
 
 
 def test_a_chain_of_process_stages_bundles_every_inner_edge() -> None:

@@ -11,8 +11,8 @@ still running (``outflow.OutputFlow``); ``call`` returns the rest.
 
 from __future__ import annotations
 
-import inspect
 import itertools
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -53,7 +53,7 @@ def retry(
 def close_callable(fn: Any) -> None:
     """Call a class stage instance's optional ``close()``."""
     close = getattr(fn, "close", None)
-    if callable(close) and not inspect.isfunction(fn):
+    if callable(close) and not isinstance(fn, types.FunctionType):
         close()
 
 

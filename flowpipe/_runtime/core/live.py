@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from typing_extensions import TypeVar
 
 from ..._errors import GraphError, RunClosed, RunOptionError
-from ..._observe.stats import RunStats
 from ..._plan.plan import Plan
 from ..._transport.buffer import Aborted
 from .run import CALLER_POLL, Run, Wired, start_stages
+
+if TYPE_CHECKING:
+    from ..._observe.stats import RunStats
 
 In = TypeVar("In", contravariant=True)
 Out = TypeVar("Out")

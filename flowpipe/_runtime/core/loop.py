@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 from ..._errors import StageError
 from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted, Channel
-from .aio import AsyncStageLoop
 from .invoke import Part, SliceCaller, close_callable
 from .routing import Emitter, Reorderer
 from .shaping import (
@@ -170,6 +169,8 @@ class StageRun:
         """The body of one worker: build the caller, loop over slices, tear down."""
         try:
             if self.node.stage.call_kind == "async" and self.caller_factory is None:
+                from .aio import AsyncStageLoop  # only a run with an async stage needs it
+
                 AsyncStageLoop(self).run()
             else:
                 self._with_caller(wid)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..._observe.counters import WorkerCounters
-from ..._observe.progress import ProgressBar
-from ..._observe.stats import RunStats, StageStats, combine
 from ..._plan.edges import Capabilities
 from ..._plan.plan import StageNode
 from ..._transport.buffer import Channel
+
+if TYPE_CHECKING:
+    from ..._observe.progress import ProgressBar
+    from ..._observe.stats import RunStats, StageStats
 
 logger = logging.getLogger("flowpipe")
 
@@ -54,6 +56,9 @@ class Meter:
         self.progress: ProgressBar | None = None
 
     def stats(self) -> RunStats:
+        # Imported when first asked for: a run that is never looked at does not pay for it.
+        from ..._observe.stats import RunStats, combine
+
         end = self.ended if self.ended is not None else time.perf_counter()
         cpu_end = self.cpu_ended if self.cpu_ended is not None else time.process_time()
         elapsed = end - self.started
@@ -81,6 +86,8 @@ class Meter:
         return RunStats(tuple(stages), elapsed, cpu_end - self.cpu_started, _cpu_count())
 
     def show_progress(self, tqdm: Any, total: int | None) -> None:
+        from ..._observe.progress import ProgressBar
+
         self.progress = ProgressBar(tqdm, self.stats, lambda: self.delivered, total)
 
     def stop_clock(self) -> None:

@@ -15,12 +15,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, NamedTuple, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, cast
 
 from ..._errors import GraphError, MissingExtra, RunOptionError
 from ..._observe.counters import WorkerCounters
-from ..._observe.progress import load_tqdm
-from ..._observe.stats import RunStats
 from ..._plan.edges import EdgePlan, plan_edges, sealed_capacity
 from ..._plan.plan import FanOutNode, Node, Plan, StageNode
 from ..._transport.buffer import Aborted, Channel
@@ -31,6 +29,9 @@ from .meter import Meter, Part
 from .routing import Emitter, join_rows
 from .shaping import MAX_SLICE
 from .state import Opener, RunState, start_thread
+
+if TYPE_CHECKING:
+    from ..._observe.stats import RunStats
 
 Out = TypeVar("Out")
 logger = logging.getLogger("flowpipe")
@@ -62,7 +63,7 @@ class _Builder:
             return self._fan_out(step, downstream)
         opts = step.stage.options
         inp = self.state.channel(opts.buffer, opts.overflow, name=step.label)
-        sealed = self.edges.sealed(step.index)
+        sealed = self.edges.sealed(step.position)
         if sealed[0]:  # the plan: this edge carries sealed slices, counted as entries
             inp.carry_bundles(sealed_capacity(opts.workers))
         stage_run = StageRun(step, inp, Emitter(downstream), self.state, sealed)
@@ -271,7 +272,8 @@ def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
             start_thread("source", feed_source, open_source, label, emitter, state, source_counters)
         ]
 
-    logger.info("run starting: %s (backend=%s)", plan.description, plan.backend)
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("run starting: %s (backend=%s)", plan.description, plan.backend)
     wired = start_stages(plan, start_feeder)
     parts: list[Part] = []
     if plan.source_stage is not None:
@@ -290,6 +292,8 @@ def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
 
 def _progress_bars() -> Any:
     try:
+        from ..._observe.progress import load_tqdm  # only for progress=True
+
         return load_tqdm()
     except ImportError as exc:
         raise MissingExtra(
@@ -366,7 +370,7 @@ def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Wo
             sr.node,
             backends[sr.node.backend].capabilities,
         )
-        for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.index)
+        for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.position)
     ]
     return Wired(state, output, entry, [*fed, *builder.workers], parts)
 
