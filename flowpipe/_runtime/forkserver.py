@@ -23,7 +23,7 @@ exits when the caller dies or closes the connection (seen on the lifeline, the
 connection or a reply that cannot be sent, whichever comes first; it first
 waits for the workers to exit and sweeps the shared memory of the caller's
 runs, which nobody else would), and after ``IDLE_EXIT`` seconds without
-workers. If it cannot be
+workers (the caller reaps it at once: no zombie is left). If it cannot be
 started or dies, workers are booted as fresh interpreters instead.
 """
 
@@ -55,8 +55,9 @@ UNKNOWN = 255  # the exit code of a worker whose server ended before reporting i
 # -- the server ---------------------------------------------------------------------------
 
 
-def serve(ctl_fd: int, lifeline_fd: int) -> None:
-    """The fork server's body (``python -c``): warm up, then fork workers on request."""
+def serve(ctl_fd: int, lifeline_fd: int, idle_exit: float = IDLE_EXIT) -> None:
+    """The fork server's body (``python -c``): warm up, then fork workers on request;
+    exit after ``idle_exit`` seconds without workers (the caller's ``IDLE_EXIT``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Import what every worker needs, once, here: a forked worker has it already.
     for module in ("_runtime.child", "_runtime.remote", "_transport.wire", "_transport.recycle"):
@@ -68,7 +69,7 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
     workers: dict[int, int] = {}  # pidfd -> pid: readable once the worker has ended
     idle_since = time.monotonic()
     while True:
-        timeout = None if workers else max(0.0, idle_since + IDLE_EXIT - time.monotonic())
+        timeout = None if workers else max(0.0, idle_since + idle_exit - time.monotonic())
         ready, _, _ = select.select([ctl_fd, lifeline_fd, *workers], [], [], timeout)
         for pidfd in [fd for fd in ready if fd in workers]:  # reap, and say so at once
             pid = workers.pop(pidfd)
@@ -93,7 +94,7 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
             pidfd = os.pidfd_open(pid)
             workers[pidfd] = pid
             socket.send_fds(ctl, [_REPLY.pack(_STARTED, pid, 0)], [pidfd])
-        elif not workers and not ready and time.monotonic() - idle_since >= IDLE_EXIT:
+        elif not workers and not ready and time.monotonic() - idle_since >= idle_exit:
             os._exit(0)
 
 
@@ -194,7 +195,8 @@ class ForkServer:
     def __init__(self) -> None:
         def start(ctl_fd: int, lifeline_fd: int) -> subprocess.Popen[bytes]:
             return boot.interpreter(
-                f"from flowpipe._runtime.forkserver import serve; serve({ctl_fd}, {lifeline_fd})",
+                "from flowpipe._runtime.forkserver import serve; "
+                f"serve({ctl_fd}, {lifeline_fd}, {IDLE_EXIT!r})",
                 (ctl_fd, lifeline_fd),
             )
 
@@ -230,6 +232,9 @@ class ForkServer:
             self.alive = False
             self._cond.notify_all()
         self._started.put(None)
+        # The server has ended (its idle exit, or it died): reap it now, or it stays
+        # a zombie child of this process until the next process run replaces it.
+        self.proc.wait()
 
     def fork(self, conn_fd: int, lifeline_fd: int) -> ForkedProcess:
         """A worker running ``child.main`` on these descriptors; ``OSError`` if the
