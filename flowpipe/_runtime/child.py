@@ -101,7 +101,9 @@ def serve(conn: Connection) -> int:
     try:
         label, node, prefix, bundle_out = wire.recv(conn)
         server = SliceServer(label, node)
-    except BaseException as exc:
+    except BaseException as exc:  # the parent names the stage: we may not know it
+        if isinstance(exc, wire.WireError) and exc.__cause__ is not None:
+            exc = exc.__cause__  # what unpickling the stage raised (a missing module)
         wire.send(conn, error_reply(label, None, None, exc, "start"), None)
         return 1
     wire.send(conn, ("ready",), None)

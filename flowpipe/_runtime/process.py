@@ -124,7 +124,7 @@ class WorkerProcess:
             worker.conn.send_bytes(setup[1])
             reply = worker.receive()
             if reply[0] == "error":
-                raise error_from_reply(reply, 0, WHAT)
+                raise error_from_reply(reply, 0, WHAT, label)
         except (EOFError, OSError) as exc:
             how = worker.exit_description()
             worker.close()

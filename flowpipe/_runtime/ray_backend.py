@@ -394,7 +394,7 @@ class RayWorker:
             raise
         if reply[0] == "error":
             worker.close()
-            raise error_from_reply(reply, 0, WHAT)
+            raise error_from_reply(reply, 0, WHAT, label)
         return worker
 
     def send(self, items: list[Any], offset: int, bundled: bool = False, skip: int = 0) -> None:

@@ -179,11 +179,15 @@ def of_slice(offset: int) -> str:
     return f"of the slice from input #{offset} on"
 
 
-def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageError:
+def error_from_reply(
+    reply: tuple[Any, ...], offset: int, where: str, label: str | None = None
+) -> StageError:
     """Rebuild a worker's error: the original exception as ``__cause__``, its traceback text.
     ``what`` in the reply: "" (the stage raised on an item), "start", "close", "input",
-    "output"."""
-    _, label, index, item, exc_bytes, summary, text, what = reply
+    "output". ``label``: the stage's name, where the worker may not know it (it failed
+    to load the stage, and with it the name)."""
+    _, named, index, item, exc_bytes, summary, text, what = reply
+    stage: str = named if label is None else label
     cause: BaseException
     try:
         cause = cloudpickle.loads(exc_bytes) if exc_bytes is not None else RemoteFailure(summary)
@@ -205,7 +209,7 @@ def error_from_reply(reply: tuple[Any, ...], offset: int, where: str) -> StageEr
         failure.__cause__ = cause
     if what in ("start", "close"):
         index = None
-    err = StageError(label, index, item, cause=failure, remote_traceback=text)
+    err = StageError(stage, index, item, cause=failure, remote_traceback=text)
     err.__cause__ = failure
     return err
 
