@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import cloudpickle
 
-from .._errors import StageError, WorkerCrashed
+from .._errors import TEXT_LIMIT, StageError, WorkerCrashed, exception_text
 from .._observe.counters import WorkerCounters
 from .._plan.plan import StageNode
 from .._transport.buffer import Aborted
@@ -60,7 +60,7 @@ def error_reply(
     label: str, index: int | None, item: Any, exc: BaseException, what: str = ""
 ) -> tuple[Any, ...]:
     """An error as a reply. ``what``: "" (the stage raised), "start", "input", "output"."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = _traceback_text(exc)
     try:
         exc_bytes: bytes | None = cloudpickle.dumps(exc)
     except BaseException:  # whatever its pickling raises, the error still goes back as text
@@ -69,7 +69,18 @@ def error_reply(
         cloudpickle.dumps(item)
     except BaseException:
         item = None
-    return ("error", label, index, item, exc_bytes, f"{type(exc).__name__}: {exc}", text, what)
+    summary = f"{type(exc).__name__}: {exception_text(exc)}"
+    return ("error", label, index, item, exc_bytes, summary, text, what)
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback's text (``traceback`` survives a ``__str__`` that raises), its middle
+    cut when a huge message would make it huge: the message is in the error already."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) <= 2 * TEXT_LIMIT:
+        return text
+    cut = len(text) - 2 * TEXT_LIMIT
+    return f"{text[:TEXT_LIMIT]}\n... [cut: {cut} characters] ...\n{text[-TEXT_LIMIT:]}"
 
 
 def _round_trips(x: Any) -> bool:
@@ -87,7 +98,7 @@ def _sendable(event: tuple[Any, ...]) -> tuple[Any, ...]:
     as its text, an item that cannot as ``None``."""
     kind, index, what, exc = event
     if not _round_trips(exc):
-        exc = RemoteFailure(f"{type(exc).__name__}: {exc}")
+        exc = RemoteFailure(f"{type(exc).__name__}: {exception_text(exc)}")
     if kind == "skip" and not _round_trips(what):
         what = [None] * len(what)
     return (kind, index, what, exc)
