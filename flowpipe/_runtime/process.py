@@ -52,6 +52,7 @@ from .remote import (
     RemoteFailure,
     RemoteWorker,
     WorkerDied,
+    died_in_close,
     error_from_reply,
     of_slice,
     unsendable_error,
@@ -211,22 +212,25 @@ class WorkerProcess:
     def close(self) -> StageError | None:
         """Ask the worker to finish and wait for it: ``close()`` of a class stage runs
         as long as it takes (once the run stops: ``STOP_GRACE``, then it is killed).
-        Returns the error ``close()`` raised, if any."""
+        Returns the error ``close()`` raised, if any, or ``WorkerCrashed`` if the
+        worker died in it while the run was going on to its end."""
         if self.closed:
             return None
         self.closed = True
         report: tuple[Any, ...] | None = None
+        died = False
         if self.proc.poll() is None:
             try:
                 wire.send(self.conn, ("close",), None)
                 report = self._closed()
             except (OSError, EOFError):  # it ended (or was ended) first
-                pass
+                died = not self.state.stopped  # not killed by us: it died closing
         try:
             self.proc.wait(EXIT_WAIT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        crash = died_in_close(self.label, WHAT, _describe_exit(self.proc.poll())) if died else None
         if isinstance(self.proc, forkserver.ForkedProcess):
             self.proc.release()
         self.conn.close()
@@ -236,7 +240,7 @@ class WorkerProcess:
         wire.let_go(list(self.held.elements()))  # its arrays went with it
         self.held.clear()
         self.in_flight.clear()
-        return None if report is None else error_from_reply(report, 0, WHAT)
+        return crash if report is None else error_from_reply(report, 0, WHAT)
 
     def _closed(self) -> tuple[Any, ...] | None:
         """Read up to the worker's ``("closed", report)``; replies to slices the run no

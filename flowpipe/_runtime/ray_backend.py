@@ -44,6 +44,7 @@ from .remote import (
     RemoteWorker,
     SliceServer,
     WorkerDied,
+    died_in_close,
     error_from_reply,
     error_reply,
     unsendable_error,
@@ -452,17 +453,21 @@ class RayWorker:
         the error close() raised, if any."""
         closed = False
         report: tuple[Any, ...] | None = None
+        crash: StageError | None = None
         if self.died is None:
             try:
                 report = self._wait(self.actor.close.remote())
                 closed = report is None
-            except (WorkerDied, StageError):  # killed, or it died
-                closed = False
+            except WorkerDied:  # killed once the run stopped, or it died closing
+                if not self.state.stopped:
+                    crash = died_in_close(self.label, WHAT, self.exit_description())
+            except StageError:  # its answer could not come back: not kept for reuse
+                pass
         if closed and self.poolable:
             pool.give(self.ray, self.actor)
         else:
             _kill(self.ray, self.actor)
-        return None if report is None else error_from_reply(report, 0, WHAT)
+        return crash if report is None else error_from_reply(report, 0, WHAT)
 
 
 class RayBackend(Backend):

@@ -225,6 +225,15 @@ def error_from_reply(
     return err
 
 
+def died_in_close(label: str, where: str, how: str) -> WorkerCrashed:
+    """A worker that died in a class stage's ``close()`` at the end of a run: that fails
+    the run, as an exception ``close()`` raises does."""
+    crash = WorkerDied(f"the {where} died ({how}) in the stage's close()")
+    err = WorkerCrashed(label, None, cause=crash)
+    err.__cause__ = crash
+    return err
+
+
 def unsendable_error(
     label: str, items: list[Any], offset: int, exc: BaseException, where: str
 ) -> StageError:
