@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import cloudpickle
 import pytest
 
-from flowpipe import StageError
+from flowpipe import StageError, stage
 
 SHIPPING = ["process"]
 if importlib.util.find_spec("ray") is not None:
@@ -28,6 +29,16 @@ from flowpipe import stage
 @stage
 def triple(x):
     return 3 * x
+
+def plain_double(x):
+    return 2 * x
+
+@stage
+class Add:
+    def __init__(self, k):
+        self.k = k
+    def __call__(self, x):
+        return x + self.k
 """
 
 _names = itertools.count()
@@ -58,3 +69,21 @@ def test_a_stage_that_fails_to_load_in_its_worker_is_named(
     assert info.value.stage == "triple"
     assert str(info.value).startswith("stage 'triple' failed")
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+@pytest.fixture
+def by_value(off_path: ModuleType) -> Iterator[ModuleType]:
+    """The module, shipped by value: cloudpickle's switch for modules workers cannot import."""
+    cloudpickle.register_pickle_by_value(off_path)
+    yield off_path
+    cloudpickle.unregister_pickle_by_value(off_path)
+
+
+@pytest.mark.parametrize("backend", SHIPPING)
+def test_decorated_stages_of_a_module_registered_by_value_travel_by_value(
+    by_value: ModuleType, backend: str
+) -> None:
+    assert stage(by_value.plain_double).run([1, 2], backend=backend) == [2, 4]  # as before
+    assert by_value.triple.run([1, 2], backend=backend) == [3, 6]
+    assert by_value.Add(10).run([1, 2], backend=backend) == [11, 12]
+    assert (by_value.triple | by_value.Add(1)).run([1], backend=backend) == [4]
