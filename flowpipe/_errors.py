@@ -59,6 +59,33 @@ class RunClosed(FlowpipeError):
     """Raised by ``put``/``get`` on a live run that was closed or has failed."""
 
 
+TEXT_LIMIT = 10_000  # characters of an exception's text that an error message keeps
+
+
+def cut(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text``, or its first ``limit`` characters with its length noted."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [cut: {len(text)} characters in all]"
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)`` whatever its ``__str__`` does (``<unprintable Odd>`` if it raises),
+    cut to ``TEXT_LIMIT``: a huge message must not be copied into every error."""
+    try:
+        return cut(str(exc))
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def safe_repr(obj: Any) -> str:
+    """``repr(obj)`` whatever its ``__repr__`` does, cut to ``TEXT_LIMIT`` (for logs)."""
+    try:
+        return cut(repr(obj))
+    except Exception:
+        return f"<unprintable {type(obj).__name__}>"
+
+
 def _short_repr(item: Any, limit: int = 80) -> str:
     try:
         text = repr(item)
@@ -97,7 +124,7 @@ class StageError(FlowpipeError):
             where = f" after yielding {index} item{'s' * (index != 1)}"
         else:
             where = f" at input #{index} ({_short_repr(item)})"
-        what = "" if cause is None else f": {type(cause).__name__}: {cause}"
+        what = "" if cause is None else f": {type(cause).__name__}: {exception_text(cause)}"
         message = f"stage {stage!r} failed{where}{what}"
         if remote_traceback:
             message += f"\n\nRemote traceback:\n{remote_traceback.rstrip()}"

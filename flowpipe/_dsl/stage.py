@@ -205,12 +205,16 @@ def _resolve_by_name(module: str, qualname: str) -> object:
 def _for_pickle(target: Any) -> Any:
     """``target``, or a ``_ByName`` when ``@stage`` hid it behind its own module-level name.
 
-    ``__main__`` targets stay as they are: cloudpickle ships those by value.
+    ``__main__`` targets stay as they are: cloudpickle ships those by value, as
+    it does those of a module registered with ``cloudpickle.register_pickle_by_value``
+    (one the workers cannot import).
     """
     module_name = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)
     module = sys.modules.get(module_name) if isinstance(module_name, str) else None
     if module is None or module_name in ("__main__", "__mp_main__") or not qualname:
+        return target
+    if _pickled_by_value(module.__name__):
         return target
     if "<locals>" in qualname:
         return target
@@ -218,6 +222,16 @@ def _for_pickle(target: Any) -> Any:
     if found is not target and _unwrap(found) is target:
         return _ByName(module.__name__, qualname)
     return target
+
+
+def _pickled_by_value(module_name: str) -> bool:
+    """Whether cloudpickle ships ``module_name``'s functions by value: it, or a package
+    above it, was registered with ``cloudpickle.register_pickle_by_value``."""
+    import cloudpickle  # only when pickling: building stages needs no cloudpickle
+
+    registered = cloudpickle.list_registry_pickle_by_value()
+    parts = module_name.split(".")
+    return any(".".join(parts[:n]) in registered for n in range(1, len(parts) + 1))
 
 
 def _rebuild(

@@ -496,3 +496,48 @@ def test_an_unknown_run_option_is_refused(backend: str) -> None:
 def test_an_unknown_backend_is_refused() -> None:
     with pytest.raises(RunOptionError, match="gpu"):
         stage(lambda x: x).run([1], backend="gpu")
+
+
+class Unprintable(Exception):
+    """An exception whose ``__str__`` and ``__repr__`` raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ exploded")
+
+
+def test_an_exception_that_cannot_be_printed_keeps_its_type_index_and_item(backend: str) -> None:
+    with pytest.raises(StageError) as info:
+        stage(fail_on(3, Unprintable), name="odd").run(range(6), backend=backend)
+    err = info.value
+    assert type(err.__cause__) is Unprintable
+    assert err.__cause__.args == (3,)
+    assert (err.stage, err.index, err.item) == ("odd", 3, 3)
+    assert "Unprintable: <unprintable Unprintable>" in str(err)
+
+
+def test_an_exception_that_cannot_be_printed_is_logged_when_skipped(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = stage(fail_on(3, Unprintable), name="odd", on_error="skip", retries=1)
+    with caplog.at_level(logging.INFO, logger="flowpipe"):
+        assert odd.run(range(6), backend=backend) == [0, 1, 2, 4, 5]
+    said = [r.getMessage() for r in caplog.records]
+    assert "stage 'odd': retrying input #3 (<unprintable Unprintable>), attempt 2" in said
+    assert "stage 'odd': skipped input #3 after <unprintable Unprintable>" in said
+
+
+def test_a_huge_exception_message_is_cut_with_its_length_noted(backend: str) -> None:
+    def shout(x: int) -> int:
+        raise ValueError("x" * 5_000_000)
+
+    with pytest.raises(StageError) as info:
+        stage(shout, name="loud").run([7], backend=backend)
+    err = info.value
+    assert len(str(err)) < 50_000  # not the message once or twice over
+    assert "[cut: 5000000 characters in all]" in str(err)
+    assert type(err.__cause__) is ValueError
+    assert len(err.__cause__.args[0]) == 5_000_000  # the exception itself is whole
+    assert (err.index, err.item) == (0, 7)

@@ -65,3 +65,17 @@ def test_a_server_that_has_ended_is_replaced() -> None:
 def test_the_fork_is_used_by_the_process_backend() -> None:
     assert process._fork is not None  # the backend asks the server first
     assert stage(lambda x: x * 2).run(range(5), backend=P) == [0, 2, 4, 6, 8]
+
+
+def test_a_server_that_exits_when_idle_leaves_no_zombie(monkeypatch: pytest.MonkeyPatch) -> None:
+    forkserver.shutdown()
+    monkeypatch.setattr(forkserver, "IDLE_EXIT", 0.2)  # read when a server starts
+    stage(where).run([0], backend=P)
+    server = forkserver._server
+    assert server is not None
+    server._reader.join(10.0)  # the connection ends when the server exits
+    assert not server._reader.is_alive()
+    assert not server.alive
+    assert not os.path.exists(f"/proc/{server.proc.pid}")  # reaped, not <defunct>
+    forkserver.shutdown()
+    assert stage(where).run([1], backend=P)[0][3] == forkserver.server_pid()  # a fresh one

@@ -41,7 +41,7 @@ from ..._transport.buffer import Aborted, payload_bytes
 from ..core.loop import Caller, StageRun, streams_outputs
 from ..core.state import Opener, RunState, start_worker_threads
 from ..remote.caller import RemoteCaller, RemoteWorker, wait_with_grace
-from ..remote.errors import WorkerDied, stage_error, unsendable_error
+from ..remote.errors import WorkerDied, died_in_close, stage_error, unsendable_error
 from ..remote.messages import Failure, PartOutputs, Ready, Reply, SliceOutputs
 from ..remote.server import SliceServer, failure
 from .base import Backend, Worker
@@ -389,7 +389,7 @@ class RayWorker:
             raise
         if isinstance(reply, Failure):
             worker.close()
-            raise stage_error(reply, 0, WHAT)
+            raise stage_error(reply, 0, WHAT, label)
         return worker
 
     def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
@@ -446,17 +446,21 @@ class RayWorker:
         the error close() raised, if any."""
         closed = False
         report: Failure | None = None
+        crash: StageError | None = None
         if self.died is None:
             try:
                 report = self._wait(self.actor.close.remote())
                 closed = report is None
-            except (WorkerDied, StageError):  # killed, or it died
-                closed = False
+            except WorkerDied:  # killed once the run stopped, or it died closing
+                if not self.state.stopped:
+                    crash = died_in_close(self.label, WHAT, self.exit_description())
+            except StageError:  # its answer could not come back: not kept for reuse
+                pass
         if closed and self.poolable:
             pool.give(self.ray, self.actor)
         else:
             _kill(self.ray, self.actor)
-        return None if report is None else stage_error(report, 0, WHAT)
+        return crash if report is None else stage_error(report, 0, WHAT)
 
 
 class RayBackend(Backend):

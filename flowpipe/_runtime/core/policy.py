@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-from ..._errors import StageError
+from ..._errors import StageError, safe_repr
 from ..._observe.counters import WorkerCounters
 
 logger = logging.getLogger("flowpipe")
@@ -76,7 +76,11 @@ class ErrorPolicy:
 
     def _log_retry(self, index: int, attempt: int, exc: BaseException) -> None:
         logger.info(
-            "stage %r: retrying input #%d (%r), attempt %d", self.label, index, exc, attempt + 1
+            "stage %r: retrying input #%d (%s), attempt %d",
+            self.label,
+            index,
+            safe_repr(exc),
+            attempt + 1,
         )
 
     def _skip(self, index: int, items: list[Any], exc: BaseException) -> None:
@@ -86,4 +90,4 @@ class ErrorPolicy:
                     self.handler(item, exc)
                 except Exception as handler_exc:
                     raise StageError(self.label, index, item, cause=handler_exc) from handler_exc
-        logger.warning("stage %r: skipped input #%d after %r", self.label, index, exc)
+        logger.warning("stage %r: skipped input #%d after %s", self.label, index, safe_repr(exc))

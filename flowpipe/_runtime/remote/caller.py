@@ -120,8 +120,9 @@ class RemoteCaller:
         # submitted, not received: (items, offset, sealed, delivered to the worker;
         # None: held back until its turn)
         self.sent: deque[tuple[list[Any], int, bool, bool | None]] = deque()
-        # Slices lost in a crash, to run again in their turn: (items, offset, skip).
-        self.reruns: deque[tuple[list[Any], int, int]] = deque()
+        # Slices lost in a crash, to run again in their turn: (items, offset, skip,
+        # the number of its items' next attempt).
+        self.reruns: deque[tuple[list[Any], int, int, int]] = deque()
         self.broken = False  # a send failed: the worker is gone
         self.worker: RemoteWorker | None = None
         self.worker = self._start()
@@ -231,18 +232,22 @@ class RemoteCaller:
         self.counters.errors += 1
         if self.policy.retries:
             self.counters.retries += 1  # the slices run again, one item at a time
+        attempt = 2  # the crash was the first slice's first attempt (the rest never started)
         for items, offset in lost:
-            self.reruns.append((items, offset, handed_on))
-            handed_on = 0
+            self.reruns.append((items, offset, handed_on, attempt))
+            handed_on, attempt = 0, 1
         return self._one_by_one(*self.reruns.popleft(), part)
 
-    def _one_by_one(self, items: list[Any], offset: int, skip: int, part: Part | None) -> list[Any]:
+    def _one_by_one(
+        self, items: list[Any], offset: int, skip: int, first: int, part: Part | None
+    ) -> list[Any]:
         """Run a lost slice again, item by item; ``skip``: its first outputs, handed on
         before the crash, are not sent again (nor, after a crash here, those handed on
-        by the attempt that died)."""
+        by the attempt that died); ``first``: the number of each item's attempt here
+        (2 for the slice the worker died on: ``retries`` counts that crash's rerun)."""
         out: list[Any] = []
         for k, item in enumerate(items):
-            attempt = 1
+            attempt = first
             while True:
                 assert self.worker is not None
                 try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..._errors import StageError
+from ..._errors import StageError, WorkerCrashed
 from .messages import Failure
 from .server import RemoteFailure
 
@@ -25,10 +25,15 @@ def of_slice(offset: int) -> str:
     return f"of the slice from input #{offset} on"
 
 
-def stage_error(failure: Failure, offset: int, where: str) -> StageError:
+def stage_error(
+    failure: Failure, offset: int, where: str, label: str | None = None
+) -> StageError:
     """Rebuild a worker's error: the original exception as ``__cause__``, its traceback
-    text; ``offset``: the slice's first input; ``where``: "worker process", "Ray actor"."""
-    label, index, item, exc_bytes, summary, text, what = failure
+    text; ``offset``: the slice's first input; ``where``: "worker process", "Ray actor";
+    ``label``: the stage's name, where the worker may not know it (it failed to load the
+    stage, and with it the name)."""
+    named, index, item, exc_bytes, summary, text, what = failure
+    label = named if label is None else label
     cause: BaseException
     try:
         cause = cloudpickle.loads(exc_bytes) if exc_bytes is not None else RemoteFailure(summary)
@@ -51,6 +56,15 @@ def stage_error(failure: Failure, offset: int, where: str) -> StageError:
         index = None
     err = StageError(label, index, item, cause=problem, remote_traceback=text)
     err.__cause__ = problem
+    return err
+
+
+def died_in_close(label: str, where: str, how: str) -> WorkerCrashed:
+    """A worker that died in a class stage's ``close()`` at the end of a run: that fails
+    the run, as an exception ``close()`` raises does."""
+    crash = WorkerDied(f"the {where} died ({how}) in the stage's close()")
+    err = WorkerCrashed(label, None, cause=crash)
+    err.__cause__ = crash
     return err
 
 

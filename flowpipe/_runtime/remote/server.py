@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..._errors import StageError
+from ..._errors import TEXT_LIMIT, StageError, exception_text
 from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted
 from ..._transport.wire import WireError
@@ -39,7 +39,7 @@ def failure(
 ) -> Failure:
     """An error as a message. ``what``: "" (the stage raised), "start", "close", "input",
     "output"."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = _traceback_text(exc)
     try:
         exc_bytes: bytes | None = cloudpickle.dumps(exc)
     except BaseException:  # whatever its pickling raises, the error still goes back as text
@@ -48,7 +48,18 @@ def failure(
         cloudpickle.dumps(item)
     except BaseException:
         item = None
-    return Failure(label, index, item, exc_bytes, f"{type(exc).__name__}: {exc}", text, what)
+    summary = f"{type(exc).__name__}: {exception_text(exc)}"
+    return Failure(label, index, item, exc_bytes, summary, text, what)
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The traceback's text (``traceback`` survives a ``__str__`` that raises), its middle
+    cut when a huge message would make it huge: the message is in the error already."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) <= 2 * TEXT_LIMIT:
+        return text
+    cut = len(text) - 2 * TEXT_LIMIT
+    return f"{text[:TEXT_LIMIT]}\n... [cut: {cut} characters] ...\n{text[-TEXT_LIMIT:]}"
 
 
 def _round_trips(x: Any) -> bool:
@@ -66,7 +77,7 @@ def _sendable(event: PolicyEvent) -> PolicyEvent:
     as its text, an item that cannot as ``None``."""
     kind, index, what, exc = event
     if not _round_trips(exc):
-        exc = RemoteFailure(f"{type(exc).__name__}: {exc}")
+        exc = RemoteFailure(f"{type(exc).__name__}: {exception_text(exc)}")
     if kind == "skip" and not _round_trips(what):
         what = [None] * len(what)
     return PolicyEvent(kind, index, what, exc)

@@ -50,7 +50,13 @@ from ...._transport.buffer import payload_bytes
 from ...core.loop import Caller, StageRun
 from ...core.state import Opener, RunState, start_worker_threads
 from ...remote.caller import REMOTE_DEPTH, RemoteCaller, RemoteWorker, wait_with_grace
-from ...remote.errors import WorkerDied, of_slice, stage_error, unsendable_error
+from ...remote.errors import (
+    WorkerDied,
+    died_in_close,
+    of_slice,
+    stage_error,
+    unsendable_error,
+)
 from ...remote.messages import (
     CallSlice,
     Close,
@@ -137,7 +143,7 @@ class WorkerProcess:
             worker.conn.send_bytes(setup[1])
             reply = worker.receive()
             if isinstance(reply, Failure):
-                raise stage_error(reply, 0, WHAT)
+                raise stage_error(reply, 0, WHAT, label)
         except (EOFError, OSError) as exc:
             how = worker.exit_description()
             worker.close()
@@ -225,22 +231,25 @@ class WorkerProcess:
     def close(self) -> StageError | None:
         """Ask the worker to finish and wait for it: ``close()`` of a class stage runs
         as long as it takes (once the run stops: ``STOP_GRACE``, then it is killed).
-        Returns the error ``close()`` raised, if any."""
+        Returns the error ``close()`` raised, if any, or ``WorkerCrashed`` if the
+        worker died in it while the run was going on to its end."""
         if self.closed:
             return None
         self.closed = True
         report: Failure | None = None
+        died = False
         if self.proc.poll() is None:
             try:
                 wire.send(self.conn, Close(), None)
                 report = self._closed()
             except (OSError, EOFError):  # it ended (or was ended) first
-                pass
+                died = not self.state.stopped  # not killed by us: it died closing
         try:
             self.proc.wait(EXIT_WAIT)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        crash = died_in_close(self.label, WHAT, _describe_exit(self.proc.poll())) if died else None
         if isinstance(self.proc, forkserver.ForkedProcess):
             self.proc.release()
         self.conn.close()
@@ -250,7 +259,7 @@ class WorkerProcess:
         wire.let_go(list(self.held.elements()))  # its arrays went with it
         self.held.clear()
         self.in_flight.clear()
-        return None if report is None else stage_error(report, 0, WHAT)
+        return crash if report is None else stage_error(report, 0, WHAT)
 
     def _closed(self) -> Failure | None:
         """Read up to the worker's ``("closed", report)``; replies to slices the run no

@@ -222,7 +222,9 @@ def serve(conn: Connection) -> int:
         load: LoadStage = wire.recv(conn)
         label = load.label
         worker = Worker(conn, label, load.node, load.prefix, load.seal_outputs)
-    except BaseException as exc:
+    except BaseException as exc:  # the parent names the stage: we may not know it
+        if isinstance(exc, wire.WireError) and exc.__cause__ is not None:
+            exc = exc.__cause__  # what unpickling the stage raised (a missing module)
         wire.send(conn, failure(label, None, None, exc, "start"), None)
         return 1
     wire.send(conn, Ready(), None)

@@ -19,10 +19,11 @@ it, so that the caller can signal exactly that process (never a reused pid),
 and later with its exit status, once it has reaped it.
 
 The server lives in a session of its own (Ctrl-C reaches only the caller),
-exits when the caller dies (its lifeline; it first waits for the workers to
-exit and sweeps the shared memory of the caller's runs, which nobody else
-would), when the caller closes the connection, and after ``IDLE_EXIT``
-seconds without workers. If it cannot be
+exits when the caller dies or closes the connection (seen on the lifeline, the
+connection or a reply that cannot be sent, whichever comes first; it first
+waits for the workers to exit and sweeps the shared memory of the caller's
+runs, which nobody else would), and after ``IDLE_EXIT`` seconds without
+workers (the caller reaps it at once: no zombie is left). If it cannot be
 started or dies, workers are booted as fresh interpreters instead.
 """
 
@@ -39,6 +40,7 @@ import struct
 import subprocess
 import threading
 import time
+from typing import NoReturn
 
 from . import boot
 
@@ -53,8 +55,9 @@ UNKNOWN = 255  # the exit code of a worker whose server ended before reporting i
 # -- the server ---------------------------------------------------------------------------
 
 
-def serve(ctl_fd: int, lifeline_fd: int) -> None:
-    """The fork server's body (``python -c``): warm up, then fork workers on request."""
+def serve(ctl_fd: int, lifeline_fd: int, idle_exit: float = IDLE_EXIT) -> None:
+    """The fork server's body (``python -c``): warm up, then fork workers on request;
+    exit after ``idle_exit`` seconds without workers (the caller's ``IDLE_EXIT``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Import what every worker needs, once, here: a forked worker has it already.
     for module in ("backends.process.child", "remote.server", "remote.messages"):
@@ -66,23 +69,22 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
     workers: dict[int, int] = {}  # pidfd -> pid: readable once the worker has ended
     idle_since = time.monotonic()
     while True:
-        timeout = None if workers else max(0.0, idle_since + IDLE_EXIT - time.monotonic())
+        timeout = None if workers else max(0.0, idle_since + idle_exit - time.monotonic())
         ready, _, _ = select.select([ctl_fd, lifeline_fd, *workers], [], [], timeout)
         for pidfd in [fd for fd in ready if fd in workers]:  # reap, and say so at once
             pid = workers.pop(pidfd)
             os.close(pidfd)
             _, status = os.waitpid(pid, 0)
-            _reply(ctl, _EXITED, pid, os.waitstatus_to_exitcode(status))
+            if not _reply(ctl, _EXITED, pid, os.waitstatus_to_exitcode(status)):
+                _owner_gone(workers, owner)  # its lifeline may not have ended yet
             if not workers:
                 idle_since = time.monotonic()
         if lifeline_fd in ready:
             _owner_gone(workers, owner)
         if ctl_fd in ready:
             message, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 2)
-            if not message:  # the caller closed the connection, or died
-                if os.getppid() != owner:
-                    _owner_gone(workers, owner)
-                os._exit(0)
+            if not message:  # the caller closed the connection, or died (a dying
+                _owner_gone(workers, owner)  # process closes its files, then is reparented)
             cwd, env = pickle.loads(message)
             pid = os.fork()
             if pid == 0:
@@ -92,13 +94,15 @@ def serve(ctl_fd: int, lifeline_fd: int) -> None:
             pidfd = os.pidfd_open(pid)
             workers[pidfd] = pid
             socket.send_fds(ctl, [_REPLY.pack(_STARTED, pid, 0)], [pidfd])
-        elif not workers and not ready and time.monotonic() - idle_since >= IDLE_EXIT:
+        elif not workers and not ready and time.monotonic() - idle_since >= idle_exit:
             os._exit(0)
 
 
-def _owner_gone(workers: dict[int, int], owner: int) -> None:
-    """The caller died (killed, or it crashed): its workers see their lifelines end
-    and exit; once they have, remove what the caller's runs left in shared memory."""
+def _owner_gone(workers: dict[int, int], owner: int) -> NoReturn:
+    """The caller died (killed, or it crashed) or closed the server: its workers see
+    their lifelines end and exit; once they have, remove what the caller's runs left
+    in shared memory, and exit. Whichever sign of it comes first (the lifeline, the
+    connection, a reply that cannot be sent) leads here: none may skip the sweep."""
     from ...._transport import wire
 
     deadline = time.monotonic() + ORPHAN_WAIT
@@ -112,11 +116,13 @@ def _owner_gone(workers: dict[int, int], owner: int) -> None:
     os._exit(0)
 
 
-def _reply(ctl: socket.socket, kind: int, pid: int, code: int) -> None:
+def _reply(ctl: socket.socket, kind: int, pid: int, code: int) -> bool:
+    """Tell the caller; False when it is gone (closed the connection, or died)."""
     try:
         ctl.send(_REPLY.pack(kind, pid, code))
     except OSError:
-        os._exit(0)  # the caller is gone
+        return False
+    return True
 
 
 def _become_worker(
@@ -189,7 +195,7 @@ class ForkServer:
     def __init__(self) -> None:
         def start(ctl_fd: int, lifeline_fd: int) -> subprocess.Popen[bytes]:
             return boot.interpreter(
-                f"from {__name__} import serve; serve({ctl_fd}, {lifeline_fd})",
+                f"from {__name__} import serve; serve({ctl_fd}, {lifeline_fd}, {IDLE_EXIT!r})",
                 (ctl_fd, lifeline_fd),
             )
 
@@ -225,6 +231,9 @@ class ForkServer:
             self.alive = False
             self._cond.notify_all()
         self._started.put(None)
+        # The server has ended (its idle exit, or it died): reap it now, or it stays
+        # a zombie child of this process until the next process run replaces it.
+        self.proc.wait()
 
     def fork(self, conn_fd: int, lifeline_fd: int) -> ForkedProcess:
         """A worker running ``child.main`` on these descriptors; ``OSError`` if the
