@@ -72,7 +72,41 @@ def _name_of(fn: object) -> str:
     return "lambda" if name == "<lambda>" else str(name)
 
 
-class Stage(Composable[In, Out], Generic[In, Out, Fn]):
+class _FromWrapped:
+    """A class attribute that, read on a stage, is its function's (what ``functools.wraps``
+    copies); read on the class, the class's own (``Stage.__doc__`` is this module's docstring).
+    """
+
+    __slots__ = ("attr", "on_class")
+
+    def __init__(self, attr: str, on_class: str | None) -> None:
+        self.attr = attr
+        self.on_class = on_class
+
+    def __get__(self, obj: object, owner: type | None = None) -> str | None:
+        if obj is None:
+            return self.on_class
+        return getattr(getattr(obj, "__wrapped__", None), self.attr, None)
+
+
+class _WrapperType(type):
+    """The type of ``Stage`` and ``StageClass``, so that ``_FromWrapped`` can be ``__module__``.
+
+    ``type`` hands a class's ``__module__`` out exactly as stored (pickle would
+    see the descriptor); with a metaclass, ``Stage.__module__`` finds this
+    class's plain string first and then asks the descriptor, which answers with
+    a string. (``__doc__`` needs no help: ``type`` asks a descriptor for it.)
+    """
+
+
+def _forwarded(obj: object, name: str) -> Any:
+    """``__getattr__`` of stages: ``__qualname__`` (``type`` takes it out of the class body)."""
+    if name in ("__qualname__", "__type_params__"):
+        return getattr(object.__getattribute__(obj, "__wrapped__"), name)
+    raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}")
+
+
+class Stage(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperType):
     """One step of a pipeline: a callable plus its options. Immutable and picklable.
 
     ``Stage[In, Out]`` takes ``In`` items and gives ``Out`` items; the third
@@ -80,6 +114,13 @@ class Stage(Composable[In, Out], Generic[In, Out, Fn]):
     """
 
     __slots__ = ("_args", "_direct", "_kwargs", "_target", "call_kind", "is_class", "options")
+
+    if not TYPE_CHECKING:  # help(stage), inspect and pydoc see the function (functools.wraps)
+        __doc__ = _FromWrapped("__doc__", __doc__)
+        __module__ = _FromWrapped("__module__", __module__)
+        __getattr__ = _forwarded
+    else:
+        __qualname__: str  # the function's (_forwarded)
 
     def __init__(
         self,
@@ -114,7 +155,8 @@ class Stage(Composable[In, Out], Generic[In, Out, Fn]):
 
     @property
     def __name__(self) -> str:
-        return self.options.name
+        """The function's name (``name`` is the stage's, which ``name=`` may change)."""
+        return str(getattr(self._target, "__name__", self.options.name))
 
     @property
     def __wrapped__(self) -> Callable[..., Any]:
@@ -263,7 +305,7 @@ def _rebuild(
     return Stage(target, options, args=args, kwargs=kwargs, is_class=is_class)
 
 
-class StageClass(Composable[In, Out], Generic[In, Out, Fn]):
+class StageClass(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperType):
     """What ``@stage`` returns for a class: calling it records constructor arguments.
 
     ``Classify(threshold=0.7)`` returns a ``Stage``; nothing is constructed until a
@@ -272,6 +314,13 @@ class StageClass(Composable[In, Out], Generic[In, Out, Fn]):
     """
 
     __slots__ = ("_cls", "_options")
+
+    if not TYPE_CHECKING:  # help(StageClass) and inspect see the class (functools.wraps)
+        __doc__ = _FromWrapped("__doc__", __doc__)
+        __module__ = _FromWrapped("__module__", __module__)
+        __getattr__ = _forwarded
+    else:
+        __qualname__: str  # the class's (_forwarded)
 
     def __init__(self, cls: type[Any], options: StageOptions) -> None:
         object.__setattr__(self, "_cls", cls)
@@ -297,7 +346,11 @@ class StageClass(Composable[In, Out], Generic[In, Out, Fn]):
 
     @property
     def __name__(self) -> str:
-        return self._options.name
+        return self._cls.__name__
+
+    @property
+    def __wrapped__(self) -> type[Any]:
+        return self._cls
 
     def __repr__(self) -> str:
         return f"<stage class {self._options.name}>"
