@@ -18,7 +18,7 @@ from typing_extensions import Never, TypeVar, Unpack
 
 from .._errors import GraphError
 from .compose import Composable, In, Out
-from .options import StageOptions, make_options
+from .options import StageOptions, check_name, make_options
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -340,6 +340,14 @@ class StageClass(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperTy
     def __call__(self, *args: Any, **kwargs: Any) -> Stage[In, Out, Fn]:
         return Stage(self._cls, self._options, args=args, kwargs=kwargs, is_class=True)
 
+    def with_options(self, **changes: Any) -> StageClass[In, Out, Fn]:
+        """This stage class with some options changed, before any instance is configured.
+
+        ``Classify.with_options(workers=3)`` is used bare or called with the
+        constructor's arguments, like ``Classify``; nothing is constructed.
+        """
+        return StageClass(self._cls, self._options.replace(**changes))
+
     def _as_pipeline(self) -> Pipeline[In, Out]:
         # used bare in ``|``: built with no arguments (_as_pipeline: a _dsl-internal hook)
         return self()._as_pipeline()  # pyright: ignore[reportPrivateUsage]
@@ -372,7 +380,10 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
         raise GraphError(f"{fn!r} is already a stage: use .with_options(...) to change options")
     if not callable(fn):
         raise GraphError(f"@stage needs a function or a class, got {fn!r}")
-    opts = make_options(name=options.pop("name", None) or _name_of(fn), **options)
+    name = options.pop("name", None)  # None: the function's
+    opts = make_options(
+        name=_name_of(fn) if name is None else check_name(_name_of(fn), name), **options
+    )
     if inspect.isclass(fn):
         _call_kind(fn)  # validates __call__ now, at build time
         made_class: StageClass[Any, Any] = StageClass(fn, opts)

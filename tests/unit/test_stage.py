@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from flowpipe import GraphError, Pipeline, Stage, StageClass, stage
+from flowpipe import GraphError, Pipeline, Stage, StageClass, StageOptionError, stage
 
 
 @stage
@@ -308,6 +308,22 @@ def test_class_stage_records_constructor_args_without_constructing() -> None:
     pipe = inc | configured | Classify
     assert Recorder.built == []
     assert len(pipe.stages) == 3
+
+
+def test_with_options_on_a_stage_class_changes_options_without_constructing() -> None:
+    Recorder.built.clear()
+    Classify = stage(Recorder, workers=2)
+    wider = Classify.with_options(workers=4, name="classify")
+    assert isinstance(wider, StageClass)
+    assert Recorder.built == []
+    assert Classify().options.workers == 2  # the original is unchanged
+    configured = wider(0.7, label="strict")
+    assert (configured.options.workers, configured.name) == (4, "classify")
+    assert configured == Classify(0.7, label="strict").with_options(workers=4, name="classify")
+    assert (inc | wider).steps[-1] == wider()  # bare in a pipe: built with no arguments
+    assert Recorder.built == []
+    with pytest.raises(StageOptionError, match=r"stage 'Recorder': option workers=0"):
+        Classify.with_options(workers=0)
 
 
 def test_class_stage_direct_call_builds_once_and_reuses_the_instance() -> None:
