@@ -12,7 +12,7 @@ pipeline (the detector on several workers; OpenCV releases the GIL, so threads
 run detections in parallel). The script prints some per-frame results, the
 pipeline's statistics table, both timings, and writes an annotated video.
 
-Run it (after ``pip install -e ".[examples]"``):
+Run it (after ``pip install -e '.[examples]'``):
 
     python examples/video_analytics.py                 # 200 frames, threads
     python examples/video_analytics.py --frames 60 --workers 4 --out annotated.mp4
@@ -40,7 +40,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     sys.exit(
         f"this example needs OpenCV 4 and scikit-image ({exc.name} is missing): "
-        'pip install -e ".[examples]"'
+        "pip install -e '.[examples]' in the flowpipe checkout"
     )
 
 from flowpipe import GraphError, RunOptionError, stage

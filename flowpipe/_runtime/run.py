@@ -296,8 +296,8 @@ def _progress_bars() -> Any:
         return load_tqdm()
     except ImportError as exc:
         raise MissingExtra(
-            "progress=True needs tqdm, which is optional: pip install 'flowpipe[progress]' "
-            "(or pip install tqdm)"
+            "progress=True needs tqdm, which is the optional extra flowpipe[progress]: "
+            "pip install -e '.[progress]' in the flowpipe checkout"
         ) from exc
 
 

@@ -300,7 +300,9 @@ def test_progress_without_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     def inc(x: int) -> int:
         return x + 1
 
-    with pytest.raises(MissingExtra, match=re.escape("pip install 'flowpipe[progress]'")):
+    with pytest.raises(
+        MissingExtra, match=re.escape("pip install -e '.[progress]' in the flowpipe checkout")
+    ):
         inc.iter(range(5), progress=True)
     with pytest.raises(ImportError, match=re.escape("flowpipe[progress]")):
         inc.run(range(5), progress=True)
