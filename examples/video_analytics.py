@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install -e '.[examples]' in the flowpipe checkout"
     )
 
-from flowpipe import GraphError, RunOptionError, stage
+from flowpipe import GraphError, MissingExtra, RunOptionError, stage
 
 SIZE = 512  # frames are SIZE x SIZE pixels
 FPS = 25
@@ -306,18 +306,9 @@ def sequential(video: Path, out: Path) -> list[Result]:
 
 def run_pipeline(pipe: Any, video: Path, out: Path, args: argparse.Namespace) -> list[Result]:
     """Run the pipeline over the video, write the annotated frames, print a few results."""
-    options: dict[str, Any] = {"backend": args.backend}
-    if args.progress:
-        options["progress"] = True
     try:
-        run = pipe.iter([str(video)], **options)
-    except RunOptionError:
-        if not args.progress:
-            raise
-        print("note: --progress needs a later version of flowpipe; running without a bar")
-        del options["progress"]
-        run = pipe.iter([str(video)], **options)
-    except GraphError as exc:
+        run = pipe.iter([str(video)], backend=args.backend, progress=args.progress)
+    except (GraphError, RunOptionError, MissingExtra) as exc:
         sys.exit(f"cannot run on backend {args.backend!r}: {exc}")
 
     results: list[Result] = []
