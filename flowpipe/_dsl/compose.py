@@ -178,6 +178,12 @@ class Composable(Pipeable[In, Out]):
     def _repr_markdown_(self) -> str:
         return f"```mermaid\n{self.to_mermaid()}\n```\n\n`{self!r}`"
 
+    def _repr_html_(self) -> str:
+        """Notebooks draw the graph: an inline SVG that flowpipe draws (no extra packages)."""
+        from .render import pipeline_to_html
+
+        return pipeline_to_html(self._as_pipeline())
+
     def __iter__(self) -> Iterator[Out]:
         """A pipeline with a bound source (``frames | detect``) or a source stage iterates."""
         return self.iter()
