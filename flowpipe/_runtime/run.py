@@ -235,6 +235,40 @@ class Run(Generic[Out]):
         parts = [f"```mermaid\n{self.to_mermaid()}\n```"] if self._pipeline is not None else []
         return "\n\n".join([*parts, self.stats.to_markdown()])
 
+    # -- what a REPL and a notebook show (one block: kept together for porting) -------
+    def _summary(self, state: str) -> str:
+        """``read | detect[x4] on thread: running, 12 items out``."""
+        from .._dsl.render import describe_pipeline
+
+        pipe = "a pipeline" if self._pipeline is None else describe_pipeline(self._pipeline)
+        backends = sorted({s.backend for s in self.stats.stages if not s.source}) or ["thread"]
+        out = self._meter.delivered
+        return f"{pipe} on {'+'.join(backends)}: {state}, {out} item{'s' * (out != 1)} out"
+
+    def __repr__(self) -> str:
+        if self._state.error is not None:
+            state = f"failed in stage {getattr(self._state.error, 'stage', '?')!r}"
+        elif not self._closed:
+            state = "running"
+        else:
+            state = "closed early" if self._state.stopped else "finished"
+        return f"<flowpipe.Run {self._summary(state)}>"
+
+    def _html(self, title: str) -> str:
+        """``title``, the graph with each stage's throughput, and the stats table."""
+        import html
+
+        from .._dsl.render import pipeline_to_svg
+
+        stats = self.stats
+        graph = (
+            "" if self._pipeline is None else pipeline_to_svg(self._pipeline, stats.stage_notes())
+        )
+        return f"<div><p><code>{html.escape(title)}</code></p>{graph}{stats.to_html()}</div>"
+
+    def _repr_html_(self) -> str:
+        return self._html(repr(self))
+
 
 def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
     first = plan.source_stage
