@@ -12,7 +12,7 @@ pipeline (the detector on several workers; OpenCV releases the GIL, so threads
 run detections in parallel). The script prints some per-frame results, the
 pipeline's statistics table, both timings, and writes an annotated video.
 
-Run it (after ``pip install -e ".[examples]"``):
+Run it (after ``pip install -e '.[examples]'``):
 
     python examples/video_analytics.py                 # 200 frames, threads
     python examples/video_analytics.py --frames 60 --workers 4 --out annotated.mp4
@@ -40,10 +40,10 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     sys.exit(
         f"this example needs OpenCV 4 and scikit-image ({exc.name} is missing): "
-        'pip install -e ".[examples]"'
+        "pip install -e '.[examples]' in the flowpipe checkout"
     )
 
-from flowpipe import GraphError, RunOptionError, stage
+from flowpipe import GraphError, MissingExtra, RunOptionError, stage
 
 SIZE = 512  # frames are SIZE x SIZE pixels
 FPS = 25
@@ -306,18 +306,9 @@ def sequential(video: Path, out: Path) -> list[Result]:
 
 def run_pipeline(pipe: Any, video: Path, out: Path, args: argparse.Namespace) -> list[Result]:
     """Run the pipeline over the video, write the annotated frames, print a few results."""
-    options: dict[str, Any] = {"backend": args.backend}
-    if args.progress:
-        options["progress"] = True
     try:
-        run = pipe.iter([str(video)], **options)
-    except RunOptionError:
-        if not args.progress:
-            raise
-        print("note: --progress needs a later version of flowpipe; running without a bar")
-        del options["progress"]
-        run = pipe.iter([str(video)], **options)
-    except GraphError as exc:
+        run = pipe.iter([str(video)], backend=args.backend, progress=args.progress)
+    except (GraphError, RunOptionError, MissingExtra) as exc:
         sys.exit(f"cannot run on backend {args.backend!r}: {exc}")
 
     results: list[Result] = []

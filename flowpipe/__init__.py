@@ -14,7 +14,7 @@ graph on threads (processes and Ray come as further backends)::
 from __future__ import annotations
 
 import importlib as _importlib
-import logging
+import logging as _logging
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
@@ -72,7 +72,9 @@ def __getattr__(name: str) -> _typing.Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    # A lazy name already looked up is in globals() too: list it once. ``annotations``
+    # is the ``__future__`` import, not part of the API.
+    return sorted({*globals(), *_LAZY} - {"annotations"})
 
 
 __version__ = "0.1.0"
@@ -99,4 +101,4 @@ __all__ = (
 )
 
 # Silent by default: users opt in with logging.getLogger("flowpipe").setLevel(...).
-logging.getLogger("flowpipe").addHandler(logging.NullHandler())
+_logging.getLogger("flowpipe").addHandler(_logging.NullHandler())

@@ -76,3 +76,17 @@ def test_video_analytics_detects_tracks_and_classifies(tmp_path: Path) -> None:
         assert image.shape == (512, 512, 3)
     finally:
         capture.release()
+
+
+@pytest.mark.timeout(60)
+def test_video_analytics_progress_shows_a_bar(tmp_path: Path) -> None:
+    pytest.importorskip("cv2", reason='the video demo needs the "examples" extra')
+    pytest.importorskip("skimage", reason='the video demo needs the "examples" extra')
+    pytest.importorskip("tqdm", reason='the "examples" extra brings tqdm')
+    done = run_example(
+        "video_analytics.py",
+        *("--frames", "8", "--progress", "--out", str(tmp_path / "annotated.avi")),
+        timeout=50,
+    )
+    assert re.search(r"flowpipe: .*items/s.*bottleneck: ", done.stderr), done.stderr
+    assert "note:" not in done.stdout  # no fall-back: --progress shows the bar

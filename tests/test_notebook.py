@@ -93,6 +93,9 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for name in ("parse", "enrich", "label"):
         assert f'["{name}"]' in graph
     assert out["print-pipe"]["stdout"] == "parse | enrich | label\n"
+    drawn = out["stages"]["text/html"]  # the picture front ends show: flowpipe's own SVG
+    assert drawn.startswith('<div class="flowpipe-graph"><svg '), drawn
+    assert all(f">{name}</text>" in drawn for name in ("parse", "enrich", "label"))
 
     # the run with progress=True: the results, and a bar (a widget, or text on stderr)
     progress = out["run-progress"]
@@ -104,6 +107,8 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
     table = out["stats"]["text/markdown"]
     assert table.startswith("| stage | workers | in | out | skipped |"), table
     assert "| enrich | 1 | 60 | 60 |" in table
+    assert out["stats"]["text/plain"].startswith("stage "), out["stats"]  # the table, as text
+    assert "<tr>" in out["stats"]["text/html"]
     advice = out["advice"]["stdout"]
     assert "bottleneck: enrich (busy " in advice
     assert re.search(r"advice: `enrich` is busy \d+% .*try `workers=\d+`", advice), advice
@@ -114,6 +119,10 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert picture.startswith("```mermaid\nflowchart LR\n"), picture
     assert re.search(r'\["enrich\[x4\]<br/>[\d,.]+[kM]? items/s, busy \d+%"\]', picture), picture
     assert "| stage | workers | in | out |" in picture
+    shown = out["run-display"]["text/html"]
+    assert shown.startswith("<div><p><code>&lt;flowpipe.Run "), shown
+    for part in ("<svg ", "items/s, busy", "<table>"):
+        assert part in shown, shown
     mermaid = out["mermaid-text"]["stdout"]
     assert mermaid.startswith("flowchart LR\n"), mermaid
     assert "items/s, busy" in mermaid

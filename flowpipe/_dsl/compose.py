@@ -188,8 +188,25 @@ class Composable(Pipeable[In, Out]):
         notes = stats.stage_notes() if stats is not None else None
         return pipeline_to_mermaid(self._as_pipeline(), notes)
 
+    def to_svg(self, stats: RunStats | None = None) -> str:
+        """The graph as an SVG picture that flowpipe draws itself (what notebooks show).
+
+        With ``stats`` (a run's ``run.stats``), each stage also shows its
+        throughput and busy share.
+        """
+        from .render import pipeline_to_svg
+
+        notes = stats.stage_notes() if stats is not None else None
+        return pipeline_to_svg(self._as_pipeline(), notes)
+
     def _repr_markdown_(self) -> str:
         return f"```mermaid\n{self.to_mermaid()}\n```\n\n`{self!r}`"
+
+    def _repr_html_(self) -> str:
+        """Notebooks draw the graph: an inline SVG that flowpipe draws (no extra packages)."""
+        from .render import pipeline_to_html
+
+        return pipeline_to_html(self._as_pipeline())
 
     def __iter__(self) -> Iterator[Out]:
         """A pipeline with a bound source (``frames | detect``) or a source stage iterates."""

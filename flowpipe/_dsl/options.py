@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
@@ -44,6 +45,8 @@ class StageOptions:
         return hash(tuple(_hashable(getattr(self, f.name)) for f in dataclasses.fields(self)))
 
     def replace(self, **changes: Any) -> StageOptions:
+        if "name" in changes:
+            check_name(self.name, changes["name"])
         merged = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         merged.update(changes)
         return make_options(**merged)
@@ -130,14 +133,35 @@ def _resources(name: str, value: object) -> Mapping[str, float] | None:
     return dict(cast("Mapping[str, float]", value))  # checked just above
 
 
+def check_name(stage: str, name: object) -> str:
+    """``name=`` as given for the stage now called ``stage``: a non-empty string."""
+    if not isinstance(name, str) or not name:
+        raise StageOptionError(stage, "name", f"{name!r}: expected a non-empty string")
+    return name
+
+
+def closest_option(given: str) -> str | None:
+    """The known option ``given`` most likely meant: ``batch_size`` -> ``batch``."""
+    inside = [known for known in OPTION_NAMES if known in given]  # nworkers, buffer_size
+    if inside:
+        return max(inside, key=len)
+    close = difflib.get_close_matches(given, sorted(OPTION_NAMES), n=1)  # worker, retry
+    return close[0] if close else None
+
+
+def _unknown_option(name: str, option: str, value: object) -> StageOptionError:
+    guess = closest_option(option)
+    hint = f"did you mean `{guess}`? " if guess else ""
+    known = ", ".join(sorted(OPTION_NAMES))
+    return StageOptionError(name, option, f"{value!r:.40}: unknown option; {hint}known: {known}")
+
+
 def make_options(*, name: object, **given: Any) -> StageOptions:
     """Validate raw ``@stage`` keyword options; raise ``StageOptionError`` naming the bad one."""
-    if not isinstance(name, str) or not name:
-        raise StageOptionError(str(name), "name", f"{name!r}: expected a non-empty string")
+    name = check_name(str(name), name)
     unknown = sorted(set(given) - OPTION_NAMES)
     if unknown:
-        known = ", ".join(sorted(OPTION_NAMES - {"name"}))
-        raise StageOptionError(name, unknown[0], f"...: unknown option (known: {known})")
+        raise _unknown_option(name, unknown[0], given[unknown[0]])
     d = StageOptions(name=name)
     workers = _positive_int(name, "workers", given.get("workers", d.workers))
     ordered = given.get("ordered", d.ordered)

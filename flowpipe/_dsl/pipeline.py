@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, TypeGuard, cast, overload
 
 from typing_extensions import Never
@@ -102,6 +102,13 @@ def _fan_out(obj: tuple[Any, ...] | Mapping[Any, Any]) -> FanOut:
     return FanOut(branches, keys)
 
 
+def _empty_fan_out(obj: object) -> str | None:
+    """``"tuple"`` or ``"dict"`` when ``obj`` is an empty one: a fan-out with no branch."""
+    if isinstance(obj, (tuple, Mapping)) and not cast("Sized", obj):
+        return "tuple" if isinstance(obj, tuple) else "dict"
+    return None
+
+
 def as_steps(obj: Any, *, after: Pipeline[Any, Any] | None) -> tuple[Step, ...]:
     """Turn the right-hand side of ``|`` into steps; raise GraphError naming what is wrong."""
     if _is_composable(obj):
@@ -115,6 +122,12 @@ def as_steps(obj: Any, *, after: Pipeline[Any, Any] | None) -> tuple[Step, ...]:
     if isinstance(obj, StageClass) or callable(obj):
         return (as_stage(obj),)
     where = f"after {after}" if after is not None else "in a pipeline"
+    kind = _empty_fan_out(obj)
+    if kind is not None:
+        raise GraphError(
+            f"cannot compose an empty {kind} {where}: a fan-out needs at least one branch, "
+            "as in a | (b, c)"
+        )
     raise GraphError(
         f"cannot compose {obj!r} ({type(obj).__name__}) {where}: expected a stage, a pipeline, "
         "a callable, or a tuple/dict of branches"

@@ -21,7 +21,7 @@ from .kinds import CallKind
 from .kinds import call_kind as _call_kind
 from .kinds import name_of as _name_of
 from .kinds import takes_no_argument as _takes_no_argument
-from .options import StageOptions, make_options
+from .options import StageOptions, check_name, make_options
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -39,7 +39,42 @@ A = TypeVar("A", default=Any)  # unsolved (an untyped lambda): Any, not Never
 B = TypeVar("B", default=Any)
 Async = Coroutine[Any, Any, B]
 
-class Stage(Composable[In, Out], Generic[In, Out, Fn]):
+
+class _FromWrapped:
+    """A class attribute that, read on a stage, is its function's (what ``functools.wraps``
+    copies); read on the class, the class's own (``Stage.__doc__`` is this module's docstring).
+    """
+
+    __slots__ = ("attr", "on_class")
+
+    def __init__(self, attr: str, on_class: str | None) -> None:
+        self.attr = attr
+        self.on_class = on_class
+
+    def __get__(self, obj: object, owner: type | None = None) -> str | None:
+        if obj is None:
+            return self.on_class
+        return getattr(getattr(obj, "__wrapped__", None), self.attr, None)
+
+
+class _WrapperType(type):
+    """The type of ``Stage`` and ``StageClass``, so that ``_FromWrapped`` can be ``__module__``.
+
+    ``type`` hands a class's ``__module__`` out exactly as stored (pickle would
+    see the descriptor); with a metaclass, ``Stage.__module__`` finds this
+    class's plain string first and then asks the descriptor, which answers with
+    a string. (``__doc__`` needs no help: ``type`` asks a descriptor for it.)
+    """
+
+
+def _forwarded(obj: object, name: str) -> Any:
+    """``__getattr__`` of stages: ``__qualname__`` (``type`` takes it out of the class body)."""
+    if name in ("__qualname__", "__type_params__"):
+        return getattr(object.__getattribute__(obj, "__wrapped__"), name)
+    raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}")
+
+
+class Stage(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperType):
     """One step of a pipeline: a callable plus its options. Immutable and picklable.
 
     ``Stage[In, Out]`` takes ``In`` items and gives ``Out`` items; the third
@@ -47,6 +82,13 @@ class Stage(Composable[In, Out], Generic[In, Out, Fn]):
     """
 
     __slots__ = ("_args", "_direct", "_kwargs", "_target", "call_kind", "is_class", "options")
+
+    if not TYPE_CHECKING:  # help(stage), inspect and pydoc see the function (functools.wraps)
+        __doc__ = _FromWrapped("__doc__", __doc__)
+        __module__ = _FromWrapped("__module__", __module__)
+        __getattr__ = _forwarded
+    else:
+        __qualname__: str  # the function's (_forwarded)
 
     def __init__(
         self,
@@ -81,7 +123,8 @@ class Stage(Composable[In, Out], Generic[In, Out, Fn]):
 
     @property
     def __name__(self) -> str:
-        return self.options.name
+        """The function's name (``name`` is the stage's, which ``name=`` may change)."""
+        return str(getattr(self._target, "__name__", self.options.name))
 
     @property
     def __wrapped__(self) -> Callable[..., Any]:
@@ -244,7 +287,7 @@ def _rebuild(
     return Stage(target, options, args=args, kwargs=kwargs, is_class=is_class)
 
 
-class StageClass(Composable[In, Out], Generic[In, Out, Fn]):
+class StageClass(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperType):
     """What ``@stage`` returns for a class: calling it records constructor arguments.
 
     ``Classify(threshold=0.7)`` returns a ``Stage``; nothing is constructed until a
@@ -253,6 +296,13 @@ class StageClass(Composable[In, Out], Generic[In, Out, Fn]):
     """
 
     __slots__ = ("_cls", "_options")
+
+    if not TYPE_CHECKING:  # help(StageClass) and inspect see the class (functools.wraps)
+        __doc__ = _FromWrapped("__doc__", __doc__)
+        __module__ = _FromWrapped("__module__", __module__)
+        __getattr__ = _forwarded
+    else:
+        __qualname__: str  # the class's (_forwarded)
 
     def __init__(self, cls: type[Any], options: StageOptions) -> None:
         object.__setattr__(self, "_cls", cls)
@@ -272,13 +322,25 @@ class StageClass(Composable[In, Out], Generic[In, Out, Fn]):
     def __call__(self, *args: Any, **kwargs: Any) -> Stage[In, Out, Fn]:
         return Stage(self._cls, self._options, args=args, kwargs=kwargs, is_class=True)
 
+    def with_options(self, **changes: Any) -> StageClass[In, Out, Fn]:
+        """This stage class with some options changed, before any instance is configured.
+
+        ``Classify.with_options(workers=3)`` is used bare or called with the
+        constructor's arguments, like ``Classify``; nothing is constructed.
+        """
+        return StageClass(self._cls, self._options.replace(**changes))
+
     def _as_pipeline(self) -> Pipeline[In, Out]:
         # used bare in ``|``: built with no arguments (_as_pipeline: a _dsl-internal hook)
         return self()._as_pipeline()  # pyright: ignore[reportPrivateUsage]
 
     @property
     def __name__(self) -> str:
-        return self._options.name
+        return self._cls.__name__
+
+    @property
+    def __wrapped__(self) -> type[Any]:
+        return self._cls
 
     def __repr__(self) -> str:
         return f"<stage class {self._options.name}>"
@@ -300,7 +362,10 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
         raise GraphError(f"{fn!r} is already a stage: use .with_options(...) to change options")
     if not callable(fn):
         raise GraphError(f"@stage needs a function or a class, got {fn!r}")
-    opts = make_options(name=options.pop("name", None) or _name_of(fn), **options)
+    name = options.pop("name", None)  # None: the function's
+    opts = make_options(
+        name=_name_of(fn) if name is None else check_name(_name_of(fn), name), **options
+    )
     if isinstance(fn, type):
         _call_kind(fn)  # validates __call__ now, at build time
         made_class: StageClass[Any, Any] = StageClass(fn, opts)

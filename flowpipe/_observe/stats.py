@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -288,6 +290,27 @@ class RunStats:
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
 
+    # At a REPL (and as a notebook's text/plain) the stats are their table, not the
+    # dataclass's field dump; equality is still the dataclass's, field by field.
+    def __repr__(self) -> str:
+        return str(self)
+
+    def to_html(self) -> str:
+        """The table as HTML, then the run's time, bottleneck and advice (what a notebook shows)."""
+        rows = [_html_row(_HEAD, "th"), *(_html_row(row, "td") for row in self._rows())]
+        tail = (  # `workers=3` in advice reads as code
+            re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(line, quote=False))
+            for line in self._tail()
+        )
+        return (
+            f'<div class="flowpipe-stats"><table>{"".join(rows)}</table>'
+            + "".join(f"<p>{line}</p>" for line in tail)
+            + "</div>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
     def stage_notes(self) -> dict[str, str]:
         """Per stage label, a short note for a graph picture: throughput and busy share."""
         return {
@@ -295,6 +318,18 @@ class RunStats:
             + ("" if s.source else f", busy {s.busy_share:.0%}")
             for s in self.stages
         }
+
+
+def _html_row(cells: Sequence[str], tag: str) -> str:
+    """One table row: the stage name left-aligned, the numbers right-aligned."""
+    return (
+        "<tr>"
+        + "".join(
+            f'<{tag} style="text-align:{"right" if i else "left"}">{html.escape(c)}</{tag}>'
+            for i, c in enumerate(cells)
+        )
+        + "</tr>"
+    )
 
 
 # -- advice ------------------------------------------------------------------------------

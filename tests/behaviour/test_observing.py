@@ -300,7 +300,9 @@ def test_progress_without_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     def inc(x: int) -> int:
         return x + 1
 
-    with pytest.raises(MissingExtra, match=re.escape("pip install 'flowpipe[progress]'")):
+    with pytest.raises(
+        MissingExtra, match=re.escape("pip install -e '.[progress]' in the flowpipe checkout")
+    ):
         inc.iter(range(5), progress=True)
     with pytest.raises(ImportError, match=re.escape("flowpipe[progress]")):
         inc.run(range(5), progress=True)
@@ -336,6 +338,54 @@ def test_after_a_run_the_picture_shows_throughput_and_busy_share(backend: str) -
     assert "| inc#2 |" in shown
     assert "bottleneck: " in shown
     assert run.stats._repr_markdown_() == run.stats.to_markdown()
+
+
+def test_a_run_says_what_it_is(backend: str) -> None:
+    @stage(workers=2)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @stage
+    def boom(x: int) -> int:
+        raise ValueError(x)
+
+    run = double.iter(range(5), backend=backend)
+    assert repr(run) == f"<flowpipe.Run double[x2] on {backend}: running, 0 items out>"
+    assert run.collect() == [0, 2, 4, 6, 8]
+    assert repr(run) == f"<flowpipe.Run double[x2] on {backend}: finished, 5 items out>"
+    page = run._repr_html_()  # a notebook: the summary, the annotated graph, the table
+    assert page.startswith(f"<div><p><code>&lt;flowpipe.Run double[x2] on {backend}: finished")
+    assert re.search(r"<text [^>]*>[\d.kM]+ items/s, busy \d+%</text>", page), page
+    assert '<div class="flowpipe-stats"><table>' in page
+
+    with double.iter(range(100), backend=backend) as early:
+        next(early)
+    assert re.fullmatch(
+        rf"<flowpipe.Run double\[x2\] on {backend}: closed early, \d+ items? out>", repr(early)
+    )
+    failing = (double | boom).iter(range(3), backend=backend)
+    with pytest.raises(StageError):
+        failing.collect()
+    assert repr(failing) == (
+        f"<flowpipe.Run double[x2] | boom on {backend}: failed in stage 'boom', 0 items out>"
+    )
+
+
+def test_a_live_run_says_what_it_is(backend: str) -> None:
+    @stage
+    def inc(x: int) -> int:
+        return x + 1
+
+    live = inc.start(backend=backend)
+    assert repr(live) == f"<flowpipe.LiveRun inc on {backend}: live, 0 items out>"
+    live.put(1)
+    assert live.get(timeout=GATE_TIMEOUT) == 2
+    assert repr(live) == f"<flowpipe.LiveRun inc on {backend}: live, 1 item out>"
+    live.close()
+    assert repr(live) == f"<flowpipe.LiveRun inc on {backend}: closed, 1 item out>"
+    live.stop()
+    assert repr(live) == f"<flowpipe.LiveRun inc on {backend}: stopped, 1 item out>"
+    assert live._repr_html_().startswith("<div><p><code>&lt;flowpipe.LiveRun inc on ")
 
 
 # -- logging -------------------------------------------------------------------------------

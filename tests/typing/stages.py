@@ -157,6 +157,7 @@ Scaled = stage(_Scale, workers=2)
 assert_type(Scaled, StageClass[float, float, Callable[[float], float]])
 assert_type(Scaled(factor=3), Stage[float, float, Callable[[float], float]])
 assert_type(Scaled(factor=3)(2.0), float)
+assert_type(Scaled.with_options(workers=4), StageClass[float, float, Callable[[float], float]])
 assert_type(stage(_Pairs), StageClass[int, int, Callable[[int], Iterator[int]]])
 assert_type(
     stage(_Client, workers=4),

@@ -139,8 +139,10 @@ def test_a_non_callable_left_of_a_stage_is_refused() -> None:
 
 
 def test_an_empty_fan_out_is_refused() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(GraphError, match=r"empty tuple after inc: a fan-out needs at least one"):
         inc | ()
+    with pytest.raises(GraphError, match=r"empty dict after inc \| double"):
+        inc | double | {}
 
 
 # -- binding a source -------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -226,6 +227,31 @@ def test_a_pipeline_picture_with_stats_annotates_stages_by_label() -> None:
     assert '["inc<br/>100 items/s, busy 50%"]' in chart
     assert '["inc<br/>100 items/s, busy 25%"]' in chart
     assert "busy" not in pipe.to_mermaid()
+
+
+def test_at_a_repl_the_stats_are_their_table() -> None:
+    stats = run_of(make("read", 0.2), make("detect", 0.97))
+    assert repr(stats) == str(stats)
+    assert repr(stats).splitlines()[0].split()[:3] == ["stage", "workers", "in"]
+    assert "StageStats(" not in repr(stats)  # not the dataclass's field dump
+    # equality stays field by field
+    assert stats == run_of(make("read", 0.2), make("detect", 0.97))
+    assert stats != run_of(make("read", 0.2), make("detect", 0.96))
+
+
+def test_an_html_table_for_notebooks() -> None:
+    stats = run_of(make("read", 0.2), make("det<ect>", 0.97))
+    page = stats._repr_html_()
+    assert page == stats.to_html()
+    root = ET.fromstring(page)  # well-formed: names and advice are escaped
+    rows = root.findall("./table/tr")
+    assert [c.text for c in rows[0]] == list(str(stats).splitlines()[0].split())
+    assert [c.text for c in rows[2]][:4] == ["det<ect>", "1", "100", "100"]
+    assert len(rows) == 3  # the head and one row per stage
+    lines = ["".join(p.itertext()) for p in root.findall("./p")]
+    assert lines[0] == "elapsed 1.000s; bottleneck: det<ect> (busy 97%)"
+    assert lines[1].startswith("advice: det<ect> is busy 97%")
+    assert root.find("./p/code") is not None  # `...` in advice is code
 
 
 # -- logging -------------------------------------------------------------------------------------

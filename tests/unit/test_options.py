@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
-from flowpipe import StageOptionError, stage
+from flowpipe import StageOptionError, StageOptions, stage
 
 
 def double(x: int) -> int:
@@ -60,6 +61,7 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("resources", {"resources": ["num_gpus"]}),
     ("resources", {"resources": {1: 1}}),
     ("name", {"name": 42}),
+    ("name", {"name": ""}),
     ("nworkers", {"nworkers": 2}),  # an unknown option
     ("buffer_size", {"buffer_size": 8}),
 ]
@@ -89,6 +91,49 @@ def test_bad_option_is_refused_by_the_called_decorator_too(
 ) -> None:
     with pytest.raises(ValueError, match=option):
         stage(**given)(double)
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("nworkers", "workers"),
+        ("num_workers", "workers"),
+        ("worker", "workers"),
+        ("batch_size", "batch"),
+        ("buffer_size", "buffer"),
+        ("retry", "retries"),
+        ("onerror", "on_error"),
+        ("stage_name", "name"),
+    ],
+)
+def test_an_unknown_option_names_the_closest_known_one(given: str, meant: str) -> None:
+    options: dict[str, Any] = {given: 2}
+    with pytest.raises(StageOptionError) as info:
+        stage(double, **options)
+    assert f"did you mean `{meant}`?" in str(info.value)
+    assert (info.value.stage, info.value.option) == ("double", given)
+
+
+def test_an_unknown_option_far_from_any_lists_every_known_option() -> None:
+    with pytest.raises(StageOptionError) as info:
+        stage(double, colour="red")  # type: ignore[call-overload]
+    message = str(info.value)
+    assert "did you mean" not in message
+    listed = message.split("known: ")[1].split(", ")
+    assert listed == sorted(f.name for f in dataclasses.fields(StageOptions))
+    assert "name" in listed
+
+
+def test_an_empty_name_is_refused_naming_the_function() -> None:
+    with pytest.raises(
+        StageOptionError, match=r"stage 'double': option name='': expected a non-empty"
+    ):
+        stage(double, name="")
+    with pytest.raises(StageOptionError, match=r"stage 'double': option name='':"):
+        stage(name="")(double)
+    with pytest.raises(StageOptionError, match=r"stage 'twice': option name='':"):
+        stage(double, name="twice").with_options(name="")
+    assert stage(double, name=None).name == "double"  # None: the default
 
 
 def test_the_message_names_a_custom_stage_name() -> None:

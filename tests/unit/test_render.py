@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 from flowpipe import merge, stage
+from flowpipe._dsl.render import pipeline_to_svg
 
 
 @stage
@@ -165,3 +167,65 @@ def test_markdown_display_for_notebooks() -> None:
     assert pipe.to_mermaid() in text
     assert str(pipe) in text
     assert detect._repr_markdown_().startswith("```mermaid\n")
+
+
+# -- the SVG picture a notebook shows ---------------------------------------------------
+
+
+def _boxes(svg: str) -> dict[str, list[tuple[float, float]]]:
+    """Each stage label's box corners (x, y), from the picture."""
+    root = ET.fromstring(svg)
+    rects = root.findall(f"{SVG}rect")
+    texts = [t for t in root.findall(f"{SVG}text") if t.get("font-size") == "12"]
+    found: dict[str, list[tuple[float, float]]] = {}
+    for rect, text in zip(rects, texts):
+        found.setdefault(text.text or "", []).append(
+            (float(rect.get("x", 0)), float(rect.get("y", 0)))
+        )
+    return found
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_a_pipeline_draws_itself_left_to_right_with_branches_stacked() -> None:
+    pipe = read | detect | (pose, track) | classify
+    boxes = _boxes(
+        pipe._repr_html_().split("<pre>")[0].removeprefix('<div class="flowpipe-graph">')
+    )
+    assert list(boxes) == ["read", "detect[x4]", "pose", "track", "classify[batch=32]"]
+    (read_at,), (detect_at,), (pose_at,), (track_at,), (classify_at,) = boxes.values()
+    assert read_at[0] < detect_at[0] < pose_at[0] == track_at[0] < classify_at[0]
+    assert pose_at[1] < track_at[1]  # the branches one above the other
+    root = ET.fromstring(pipeline_to_svg(pipe))
+    assert root.find(f"{SVG}circle/{SVG}title").text == "join"  # type: ignore[union-attr]
+    assert root.find(f"{SVG}title").text == str(pipe)  # type: ignore[union-attr]
+
+
+def test_the_notebook_display_has_the_picture_the_text_and_the_mermaid_source() -> None:
+    pipe = read | detect
+    page = pipe._repr_html_()
+    assert page.startswith('<div class="flowpipe-graph"><svg ')
+    assert "<pre>read | detect[x4]</pre>" in page
+    assert "<summary>Mermaid</summary><pre>flowchart LR" in page
+    ET.fromstring(page)  # one well-formed element
+    assert detect._repr_html_().count("<rect ") == 1  # a stage draws as a one-stage pipeline
+
+
+def test_a_merge_has_no_join_and_a_bound_source_is_drawn_first() -> None:
+    pipe = [1, 2] | merge(pose, track) | classify
+    svg = pipeline_to_svg(pipe)
+    assert "<circle" not in svg
+    boxes = _boxes(svg)
+    assert list(boxes) == ["source(list)", "pose", "track", "classify[batch=32]"]
+
+
+def test_the_picture_escapes_names_and_shows_stats_notes_by_label() -> None:
+    odd = stage(lambda x: x, name="a<b&c")
+    pipe = odd | odd
+    svg = pipeline_to_svg(pipe, {"a<b&c": "first", "a<b&c#2": "second"})
+    root = ET.fromstring(svg)
+    notes = [t.text for t in root.findall(f"{SVG}text") if t.get("font-size") == "10"]
+    assert notes == ["first", "second"]
+    assert list(_boxes(svg)) == ["a<b&c"]
+    assert len(_boxes(svg)["a<b&c"]) == 2

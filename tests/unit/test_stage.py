@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import pickle
+import pydoc
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
-from flowpipe import GraphError, Pipeline, Stage, StageClass, stage
+from flowpipe import GraphError, Pipeline, Stage, StageClass, StageOptionError, stage
 
 
 @stage
@@ -143,6 +146,69 @@ def test_a_stage_keeps_the_function_identity() -> None:
     assert s.__name__ == "original"
 
 
+def parse_url(url: str, *, strict: bool = False) -> int:
+    """Parse one URL into its length (a docstring help() shows)."""
+    return len(url)
+
+
+def _as_functools_wraps_gives(wrapped: Any) -> dict[str, Any]:
+    @functools.wraps(wrapped)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return wrapped(*args, **kwargs)
+
+    # not __annotations__: a stage's are its class's (the slots' types)
+    copied = [a for a in functools.WRAPPER_ASSIGNMENTS if a != "__annotations__"]
+    return {attr: getattr(wrapper, attr) for attr in copied if hasattr(wrapper, attr)}
+
+
+@pytest.mark.parametrize("options", [{}, {"workers": 3, "name": "parse"}], ids=["bare", "named"])
+def test_a_stage_has_its_functions_identity_as_functools_wraps_gives(
+    options: dict[str, Any],
+) -> None:
+    s = stage(parse_url, **options)
+    wanted = _as_functools_wraps_gives(parse_url)
+    assert {attr: getattr(s, attr) for attr in wanted} == wanted
+    assert s.__doc__ == "Parse one URL into its length (a docstring help() shows)."
+    assert s.__wrapped__ is parse_url
+    assert s.__name__ == "parse_url"
+    assert s.__qualname__ == "parse_url"
+    assert s.__module__ == parse_url.__module__
+    assert inspect.signature(s) == inspect.signature(parse_url)
+    assert inspect.signature(s, eval_str=True).return_annotation is int
+    assert s.name == options.get("name", "parse_url")  # the stage's name: stats, errors
+
+
+def test_help_on_a_stage_shows_the_functions_docstring() -> None:
+    shown = pydoc.plain(pydoc.render_doc(stage(parse_url, workers=2)))
+    assert "Parse one URL into its length" in shown
+    assert "One step of a pipeline" not in shown  # not the Stage class's own docstring
+
+
+def test_a_class_stage_has_its_classes_identity() -> None:
+    wanted = _as_functools_wraps_gives(Recorder)
+    Classify = stage(Recorder, workers=2)
+    configured = Classify(0.7)
+    for s in (Classify, configured):
+        assert {attr: getattr(s, attr) for attr in wanted} == wanted
+        assert s.__wrapped__ is Recorder
+        assert s.__doc__ == Recorder.__doc__
+    assert inspect.signature(Classify) == inspect.signature(Recorder)
+    assert "construction is recorded" in pydoc.plain(pydoc.render_doc(Classify))
+
+
+def test_the_classes_keep_their_own_identity() -> None:
+    for cls, name in ((Stage, "Stage"), (StageClass, "StageClass")):
+        assert cls.__module__ == "flowpipe._dsl.stage"
+        assert cls.__qualname__ == name
+        assert isinstance(cls.__doc__, str)
+        assert pickle.loads(pickle.dumps(cls)) is cls
+    assert Stage.__doc__ is not None
+    assert Stage.__doc__.startswith("One step of a pipeline")
+    assert "_target" in Stage.__annotations__
+    with pytest.raises(AttributeError, match="no_such_attribute"):
+        inc.no_such_attribute  # type: ignore[attr-defined]  # noqa: B018
+
+
 def test_a_stage_cannot_be_decorated_again() -> None:
     with pytest.raises(TypeError, match="already a stage"):
         stage(inc)
@@ -242,6 +308,22 @@ def test_class_stage_records_constructor_args_without_constructing() -> None:
     pipe = inc | configured | Classify
     assert Recorder.built == []
     assert len(pipe.stages) == 3
+
+
+def test_with_options_on_a_stage_class_changes_options_without_constructing() -> None:
+    Recorder.built.clear()
+    Classify = stage(Recorder, workers=2)
+    wider = Classify.with_options(workers=4, name="classify")
+    assert isinstance(wider, StageClass)
+    assert Recorder.built == []
+    assert Classify().options.workers == 2  # the original is unchanged
+    configured = wider(0.7, label="strict")
+    assert (configured.options.workers, configured.name) == (4, "classify")
+    assert configured == Classify(0.7, label="strict").with_options(workers=4, name="classify")
+    assert (inc | wider).steps[-1] == wider()  # bare in a pipe: built with no arguments
+    assert Recorder.built == []
+    with pytest.raises(StageOptionError, match=r"stage 'Recorder': option workers=0"):
+        Classify.with_options(workers=0)
 
 
 def test_class_stage_direct_call_builds_once_and_reuses_the_instance() -> None:

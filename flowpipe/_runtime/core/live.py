@@ -161,9 +161,17 @@ class LiveRun(Generic[In, Out]):
         """Per-stage statistics, as for ``iter``: live while it runs, final once it ended."""
         return self._run.stats
 
+    # -- what a REPL and a notebook show (one block: kept together for porting) -------
     def __repr__(self) -> str:
-        state = "stopped" if self._state.stopped else "closed" if self._input_closed else "live"
-        return f"<flowpipe.LiveRun {state}>"
+        """``<flowpipe.LiveRun detect | track on thread: live, 3 items out>``."""
+        if self._state.error is not None:
+            state = f"failed in stage {getattr(self._state.error, 'stage', '?')!r}"
+        else:
+            state = "stopped" if self._state.stopped else "closed" if self._input_closed else "live"
+        return f"<flowpipe.LiveRun {self._run._summary(state)}>"  # pyright: ignore[reportPrivateUsage]
+
+    def _repr_html_(self) -> str:
+        return self._run._html(repr(self))  # pyright: ignore[reportPrivateUsage]
 
 
 def open_live(plan: Plan, **options: Any) -> LiveRun[Any, Any]:

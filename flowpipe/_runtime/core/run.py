@@ -238,6 +238,37 @@ class Run(Generic[Out]):
         parts = [f"```mermaid\n{self.to_mermaid()}\n```"] if known else []
         return "\n\n".join([*parts, self.stats.to_markdown()])
 
+    # -- what a REPL and a notebook show (one block: kept together for porting) -------
+    def _summary(self, state: str) -> str:
+        """``read | detect[x4] on thread: running, 12 items out``."""
+        pipe = "a pipeline" if self._plan is None else self._plan.description
+        backends = sorted({s.backend for s in self.stats.stages if not s.source}) or ["thread"]
+        out = self._meter.delivered
+        return f"{pipe} on {'+'.join(backends)}: {state}, {out} item{'s' * (out != 1)} out"
+
+    def __repr__(self) -> str:
+        if self._state.error is not None:
+            state = f"failed in stage {getattr(self._state.error, 'stage', '?')!r}"
+        elif not self._closed:
+            state = "running"
+        else:
+            state = "closed early" if self._state.stopped else "finished"
+        return f"<flowpipe.Run {self._summary(state)}>"
+
+    def _html(self, title: str) -> str:
+        """``title``, the graph with each stage's throughput, and the stats table."""
+        import html
+
+        stats = self.stats
+        plan = self._plan
+        graph: str = (
+            plan.pipeline.to_svg(stats) if plan is not None and plan.pipeline is not None else ""
+        )
+        return f"<div><p><code>{html.escape(title)}</code></p>{graph}{stats.to_html()}</div>"
+
+    def _repr_html_(self) -> str:
+        return self._html(repr(self))
+
 
 def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
     first = plan.source_stage
@@ -297,8 +328,8 @@ def _progress_bars() -> Any:
         return load_tqdm()
     except ImportError as exc:
         raise MissingExtra(
-            "progress=True needs tqdm, which is optional: pip install 'flowpipe[progress]' "
-            "(or pip install tqdm)"
+            "progress=True needs tqdm, which is the optional extra flowpipe[progress]: "
+            "pip install -e '.[progress]' in the flowpipe checkout"
         ) from exc
 
 

@@ -25,9 +25,7 @@ def of_slice(offset: int) -> str:
     return f"of the slice from input #{offset} on"
 
 
-def stage_error(
-    failure: Failure, offset: int, where: str, label: str | None = None
-) -> StageError:
+def stage_error(failure: Failure, offset: int, where: str, label: str | None = None) -> StageError:
     """Rebuild a worker's error: the original exception as ``__cause__``, its traceback
     text; ``offset``: the slice's first input; ``where``: "worker process", "Ray actor";
     ``label``: the stage's name, where the worker may not know it (it failed to load the
