@@ -72,7 +72,7 @@ class _Builder:
 
     def start(self) -> None:
         """Start every worker, once the whole graph is wired (no channel gains a producer later)."""
-        for stage_run in self.stage_runs:
+        for stage_run in sorted(self.stage_runs, key=lambda sr: sr.node.position):  # graph order
             backend = self.backends[stage_run.node.backend]
             self.workers.extend(backend.start_stage(stage_run))
         for args in self.joins:

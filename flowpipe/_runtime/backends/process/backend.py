@@ -72,6 +72,7 @@ from ...remote.messages import (
 from ...remote.server import RemoteFailure
 from ..base import Backend, Worker
 from . import boot, forkserver
+from .gpus import DeviceDealer, gpus_per_worker
 
 logger = logging.getLogger("flowpipe")
 
@@ -83,13 +84,15 @@ WHAT = "worker process"
 _run_ids = itertools.count()
 
 
-def _fork(conn_fd: int, lifeline_fd: int) -> forkserver.ForkedProcess | None:
+def _fork(
+    conn_fd: int, lifeline_fd: int, env: dict[str, str] | None
+) -> forkserver.ForkedProcess | None:
     """A worker forked by this process's fork server; ``None``: boot one instead."""
     server = forkserver.server()
     if server is None:
         return None
     try:
-        return server.fork(conn_fd, lifeline_fd)
+        return server.fork(conn_fd, lifeline_fd, env)
     except OSError:
         logger.warning("flowpipe: the fork server failed; starting workers as new interpreters")
         return None
@@ -109,7 +112,9 @@ def _describe_exit(code: int | None) -> str:
 class WorkerProcess:
     """One worker process of one stage, and the conversation with it."""
 
-    def __init__(self, label: str, state: RunState, prefix: str) -> None:
+    def __init__(
+        self, label: str, state: RunState, prefix: str, env: dict[str, str] | None = None
+    ) -> None:
         self.label = label
         self.state = state
         self.prefix = prefix
@@ -118,9 +123,10 @@ class WorkerProcess:
         def start(
             conn_fd: int, lifeline_fd: int
         ) -> forkserver.ForkedProcess | subprocess.Popen[bytes]:
-            return _fork(conn_fd, lifeline_fd) or boot.interpreter(
+            return _fork(conn_fd, lifeline_fd, env) or boot.interpreter(
                 f"from {CHILD} import main; main({conn_fd}, {lifeline_fd})",
                 (conn_fd, lifeline_fd),
+                env,
             )
 
         ours, self._lifeline, self.proc = boot.with_socket_and_lifeline(start)
@@ -131,12 +137,18 @@ class WorkerProcess:
 
     @classmethod
     def start(
-        cls, label: str, state: RunState, prefix: str, setup: tuple[bytes, bytes]
+        cls,
+        label: str,
+        state: RunState,
+        prefix: str,
+        setup: tuple[bytes, bytes],
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """A worker process, started and holding the stage (built in it); ``WorkerDied``
         if it ends first, ``StageError`` if the stage cannot be rebuilt or built there.
-        ``setup``: the ``LoadStage`` message, encoded."""
-        worker = cls(label, state, prefix)
+        ``setup``: the ``LoadStage`` message, encoded; ``env``: variables set in the
+        worker (``CUDA_VISIBLE_DEVICES``)."""
+        worker = cls(label, state, prefix, env)
         try:
             wire.send(worker.conn, Environment(sys.path, sys.argv), None)
             worker.conn.send_bytes(setup[0])
@@ -286,6 +298,7 @@ class ProcessBackend(Backend):
         # process removes).
         self.prefix = f"{wire.owner_prefix(os.getpid())}{next(_run_ids)}_"
         self.sweeping = False
+        self.gpus = DeviceDealer()
 
     def open_handles(self) -> Opener:
         return wire.unpack_items
@@ -301,9 +314,15 @@ class ProcessBackend(Backend):
             err = StageError(label, None, cause=exc.__cause__)
             raise err from exc.__cause__
 
+        opts = stage_run.node.stage.options
+        envs: list[dict[str, str] | None] = [None] * len(stage_run.counters)
+        if per_worker := gpus_per_worker(opts.resources):  # each worker its own devices
+            dealt = self.gpus.deal(label, per_worker, len(envs))
+            envs = [{"CUDA_VISIBLE_DEVICES": devices} for devices in dealt]
+
         def factory(wid: int, counters: WorkerCounters) -> Caller:
             def start_worker() -> RemoteWorker:
-                return WorkerProcess.start(label, state, prefix, setup)
+                return WorkerProcess.start(label, state, prefix, setup, envs[wid])
 
             return RemoteCaller(
                 stage_run,

@@ -22,13 +22,17 @@ T = TypeVar("T")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def interpreter(call: str, fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
-    """A fresh interpreter running ``call`` (a statement that may use the ``fds``)."""
+def interpreter(
+    call: str, fds: tuple[int, ...], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A fresh interpreter running ``call`` (a statement that may use the ``fds``);
+    ``env``: variables to set in it, over the caller's."""
     return subprocess.Popen(
         [sys.executable, "-c", f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); {call}"],
         pass_fds=fds,
         stdin=subprocess.DEVNULL,  # output goes where the caller's goes; input is not theirs
         start_new_session=True,  # Ctrl-C in a terminal goes to the caller only
+        env={**os.environ, **env} if env else None,
     )
 
 

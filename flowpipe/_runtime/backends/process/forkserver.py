@@ -235,10 +235,12 @@ class ForkServer:
         # a zombie child of this process until the next process run replaces it.
         self.proc.wait()
 
-    def fork(self, conn_fd: int, lifeline_fd: int) -> ForkedProcess:
-        """A worker running ``child.main`` on these descriptors; ``OSError`` if the
-        server cannot make one."""
-        request = pickle.dumps((os.getcwd(), dict(os.environ)))
+    def fork(
+        self, conn_fd: int, lifeline_fd: int, env: dict[str, str] | None = None
+    ) -> ForkedProcess:
+        """A worker running ``child.main`` on these descriptors, with the caller's
+        environment and ``env`` over it; ``OSError`` if the server cannot make one."""
+        request = pickle.dumps((os.getcwd(), {**os.environ, **(env or {})}))
         with self._request:
             if not self.alive:
                 raise OSError("the fork server has ended")
