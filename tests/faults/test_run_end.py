@@ -22,8 +22,8 @@ from flowpipe import stage
 from flowpipe._runtime.core import run as run_module
 
 SHM_DIR = "/dev/shm"
-BURNERS = 3  # busy-loop processes: the machine is loaded while the runs end
-RUNS = 4
+BURNERS = 2  # busy-loop processes: the machine is loaded while the runs end
+RUNS = 3
 
 
 def segments() -> list[str]:
