@@ -127,7 +127,7 @@ class SliceCaller:
                     continue
                 if len(out) - before < n:  # the common case: all its outputs in one go
                     continue
-                flow.many(before)  # more: what it gave so far leaves now, the rest in parts
+                flow.many(before, it)  # more: what it gave so far leaves now, the rest in parts
             else:
                 flow.begin()
             try:

@@ -50,6 +50,20 @@ class HandOnFailed(BaseException):
     """
 
 
+def close_generator(it: Any) -> None:
+    """Run a generator's cleanup (``finally``, ``with``) now, in this thread: its run
+    stopped while it was paused at a ``yield`` (left to garbage collection, a cycle of
+    frames and exceptions keeps it open until some later collection, or for ever in a
+    worker process that exits without one). An error of the cleanup is the stage's to
+    report, not ours: the run is ending already."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            pass
+
+
 class Pace:
     """How many outputs an input's first pull takes; one per stage worker."""
 
@@ -96,17 +110,29 @@ class OutputFlow:
         self.mark = len(self.out)
         self.sent = 0
 
-    def many(self, before: int) -> None:
+    def many(self, before: int, it: Iterator[Any]) -> None:
         """The input whose outputs start at ``before`` in ``out`` gives more than its
         first pull took: hand on what is held now (its first outputs must not wait
-        for a generator that may be slow to give the next), then ``drain``."""
+        for a generator that may be slow to give the next), then ``drain`` ``it``."""
         self.mark, self.sent = before, 0
         if self.part is not None:
-            self._flush(time.perf_counter())
+            try:
+                self._flush(time.perf_counter())
+            except HandOnFailed:
+                close_generator(it)
+                raise
 
     def drain(self, it: Iterator[Any], fresh: bool = True) -> None:
         """Pull one attempt's outputs, handing them on as they come; ``fresh``: a new
-        attempt (not the rest of one whose first outputs were taken already)."""
+        attempt (not the rest of one whose first outputs were taken already). When
+        they cannot be handed on (the run stopped), ``it`` is closed."""
+        try:
+            self._drain(it, fresh)
+        except HandOnFailed:
+            close_generator(it)
+            raise
+
+    def _drain(self, it: Iterator[Any], fresh: bool) -> None:
         if fresh and self.sent:  # a retry: the failed attempt handed these on already
             deque(itertools.islice(it, self.sent), maxlen=0)
         clock, part, out = time.perf_counter, self.part, self.out

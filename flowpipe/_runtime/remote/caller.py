@@ -124,6 +124,9 @@ class RemoteCaller:
         # the number of its items' next attempt).
         self.reruns: deque[tuple[list[Any], int, int, int]] = deque()
         self.broken = False  # a send failed: the worker is gone
+        # A crash whose input is not known yet: the next crash while lost slices run
+        # again one by one is that input's (``_recover``).
+        self.hunting: WorkerDied | None = None
         self.worker: RemoteWorker | None = None
         self.worker = self._start()
 
@@ -170,7 +173,7 @@ class RemoteCaller:
     def receive(self, part: Part | None = None) -> list[Any]:
         """The outputs of the oldest slice submitted (those not given to ``part``)."""
         if self.reruns:
-            return self._one_by_one(*self.reruns.popleft(), part)
+            return self._rerun(part)
         items, offset, sealed, delivered = self.sent[0]
         assert self.worker is not None
         handed_on = 0  # outputs of this slice given to ``part``
@@ -213,10 +216,16 @@ class RemoteCaller:
 
     def _recover(self, handed_on: int, part: Part | None) -> list[Any]:
         """The worker died: every slice sent to it is lost; of the first, ``handed_on``
-        outputs came out. Without ``retries``/``on_error``: ``WorkerCrashed``. Otherwise
-        they run again, in order, one item at a time on a fresh worker, to find the item
-        that kills it (the first slice's first ``handed_on`` outputs are not sent again),
-        each when its turn comes (``receive``), so a generator's parts go on streaming."""
+        outputs came out. They run again, in order, one item at a time on a fresh
+        worker, each when its turn comes (``receive``), so a generator's parts go on
+        streaming (the first slice's first ``handed_on`` outputs are not sent again).
+
+        Which input killed the worker is not known (it may be in any slice sent): the
+        first crash while they run again is taken for that input's second attempt, so
+        the error names it (``index``, ``item``) and ``retries`` counts what was
+        configured. Without ``retries``/``on_error``, that crash fails the run with
+        ``WorkerCrashed``; a crash that does not come again fails it too, once the lost
+        slices ran, naming no input. A batch stage's slice is its input: no search."""
         lost = [
             (self._open(items) if sealed else items, offset)
             for items, offset, sealed, _ in self.sent
@@ -224,27 +233,42 @@ class RemoteCaller:
         self.sent.clear()
         self.broken = False
         first, offset = lost[0]
-        crash = self._crash(offset, len(first))
+        n = sum(len(items) for items, _ in lost)
+        crash = self._crash(offset, n)
         self._replace()
-        if self.policy.retries == 0 and self.policy.handler == "raise":
+        fail = self.policy.retries == 0 and self.policy.handler == "raise"
+        if fail and (n == 1 or self.stage_run.node.stage.options.batch is not None):
             raise self._crashed(offset, first[0] if len(first) == 1 else first, crash)
-        logger.warning("stage %r: %s; going on with a fresh %s", self.label, crash, self.what)
         self.counters.errors += 1
-        if self.policy.retries:
-            self.counters.retries += 1  # the slices run again, one item at a time
-        attempt = 2  # the crash was the first slice's first attempt (the rest never started)
+        if fail:
+            logger.info("stage %r: %s; running them again one by one", self.label, crash)
+        else:
+            logger.warning("stage %r: %s; going on with a fresh %s", self.label, crash, self.what)
+            if self.policy.retries:
+                self.counters.retries += 1  # the slices run again, one item at a time
+        self.hunting = crash
         for items, offset in lost:
-            self.reruns.append((items, offset, handed_on, attempt))
-            handed_on, attempt = 0, 1
-        return self._one_by_one(*self.reruns.popleft(), part)
+            self.reruns.append((items, offset, handed_on, 1))
+            handed_on = 0
+        return self._rerun(part)
+
+    def _rerun(self, part: Part | None) -> list[Any]:
+        """The next lost slice, run again item by item; after the last, a crash whose
+        input was not found fails the run if nothing allows going on."""
+        out = self._one_by_one(*self.reruns.popleft(), part)
+        if not self.reruns and self.hunting is not None:
+            crash, self.hunting = self.hunting, None
+            if self.policy.retries == 0 and self.policy.handler == "raise":
+                note = WorkerDied(f"{crash}; running them again one by one did not crash it")
+                raise self._crashed(None, None, note) from crash
+        return out
 
     def _one_by_one(
         self, items: list[Any], offset: int, skip: int, first: int, part: Part | None
     ) -> list[Any]:
         """Run a lost slice again, item by item; ``skip``: its first outputs, handed on
         before the crash, are not sent again (nor, after a crash here, those handed on
-        by the attempt that died); ``first``: the number of each item's attempt here
-        (2 for the slice the worker died on: ``retries`` counts that crash's rerun)."""
+        by the attempt that died); ``first``: the number of each item's attempt here."""
         out: list[Any] = []
         for k, item in enumerate(items):
             attempt = first
@@ -264,6 +288,9 @@ class RemoteCaller:
                         raise Aborted from None
                     crash = self._crash(offset + k, 1)
                     self._replace()
+                    if self.hunting is not None:  # the input that killed the worker before:
+                        self.hunting = None  # this was its second attempt
+                        attempt = max(attempt, 2)
                     try:
                         again = self.policy.should_retry([item], offset + k, crash, attempt)
                     except StageError:

@@ -38,6 +38,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter, deque
 from multiprocessing.connection import Connection
 from typing import Any
@@ -80,6 +82,11 @@ CHILD = "flowpipe._runtime.backends.process.child"  # a worker process's body: `
 PROCESS_SLICE_SECONDS = 0.05  # a slice costs the parent ~0.2 ms of CPU: give each more work
 PROCESS_SLICE_BYTES = 8 << 20  # ... but at most this much of large buffers (one frame)
 EXIT_WAIT = 1.0  # seconds a closing worker process gets before it is killed
+# Seconds a run's end waits, at most, for its worker threads to have ended their
+# worker processes before it sweeps the run's segments: each ends its own within
+# STOP_GRACE + EXIT_WAIT once the run stops (it kills it then), unless it is
+# inside an ``on_error`` callable of the user's.
+SETTLE_TIMEOUT = 30.0
 WHAT = "worker process"
 _run_ids = itertools.count()
 
@@ -299,6 +306,7 @@ class ProcessBackend(Backend):
         self.prefix = f"{wire.owner_prefix(os.getpid())}{next(_run_ids)}_"
         self.sweeping = False
         self.gpus = DeviceDealer()
+        self.threads: list[threading.Thread] = []  # the worker loops of this run's stages
 
     def open_handles(self) -> Opener:
         return wire.unpack_items
@@ -342,11 +350,29 @@ class ProcessBackend(Backend):
             recycle.adopt(prefix)  # frames sent from here go to segments reused here
 
             def sweep_segments() -> None:  # what a stopped or crashed run left in /dev/shm
+                settle(self.threads)  # no worker process is left to make more
                 recycle.forget(prefix)
                 wire.sweep(prefix)
 
             state.cleanups.append(sweep_segments)
-        return [*start_worker_threads(label, stage_run.run_worker, len(stage_run.counters))]
+        threads = start_worker_threads(label, stage_run.run_worker, len(stage_run.counters))
+        self.threads.extend(threads)
+        return [*threads]
+
+
+def settle(threads: list[threading.Thread]) -> None:
+    """Wait until every worker thread has ended: each closes (or kills) its worker process
+    and waits for it, so once they are gone no worker process of the run is left. A run's
+    end waits for threads stuck in a call only so long (``core.run.JOIN_TIMEOUT``); these
+    are not stuck, only slow under load, and the run's segments must outlive its workers."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    me = threading.current_thread()
+    for thread in threads:
+        if thread is not me:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = sum(t.is_alive() and t is not me for t in threads)
+    if left:
+        logger.warning("flowpipe: %d worker thread(s) of a process stage still running", left)
 
 
 backend_class = ProcessBackend
