@@ -34,6 +34,7 @@ if _typing.TYPE_CHECKING:
     from ._errors import WorkerCrashed as WorkerCrashed
     from ._observe.stats import RunStats as RunStats
     from ._observe.stats import StageStats as StageStats
+    from ._runtime.core.keep import shutdown as shutdown
     from ._runtime.core.live import LiveRun as LiveRun
     from ._runtime.core.run import Run as Run
 
@@ -59,6 +60,7 @@ _LAZY = {
     "StageStats": "._observe.stats",
     "LiveRun": "._runtime.core.live",
     "Run": "._runtime.core.run",
+    "shutdown": "._runtime.core.keep",
 }
 
 
@@ -97,6 +99,7 @@ __all__ = (
     "StageStats",
     "WorkerCrashed",
     "merge",
+    "shutdown",
     "stage",
 )
 

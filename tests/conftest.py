@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -117,6 +118,9 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     segments_before = shm_segments()
     yield
     gc.collect()  # a run dropped without close() is closed by its finaliser
+    keep = sys.modules.get("flowpipe._runtime.core.keep")
+    if keep is not None:  # workers kept for later runs (keep_alive=) end with the test
+        keep.shutdown()
     deadline = time.monotonic() + 3.0
     for thread in set(python_threads()) - threads_before:
         thread.join(max(0.0, deadline - time.monotonic()))

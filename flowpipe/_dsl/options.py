@@ -12,6 +12,7 @@ from .._errors import StageOptionError
 from .._runtime.backends.base import BACKENDS
 
 DEFAULT_BATCH = 32
+KEEP_ALIVE_SECONDS = 600.0  # ``keep_alive=True``: a kept worker idle this long is ended
 OVERFLOWS = ("block", "drop_oldest", "drop_newest")
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
@@ -39,6 +40,9 @@ class StageOptions:
     retries: int = 0
     on_error: OnError = "raise"
     resources: Mapping[str, float] | None = None
+    # Seconds a worker is kept idle after a run for the next run of an equal stage
+    # (``keep_alive=True``: ``KEEP_ALIVE_SECONDS``); ``None``: ended with its run.
+    keep_alive: float | None = None
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
@@ -196,6 +200,22 @@ def make_options(*, name: object, **given: Any) -> StageOptions:
         retries=_retries(name, given.get("retries", d.retries)),
         on_error=_on_error(name, given.get("on_error", d.on_error)),
         resources=_resources(name, given.get("resources")),
+        keep_alive=_keep_alive(name, given.get("keep_alive")),
+    )
+
+
+def _keep_alive(name: str, value: object) -> float | None:
+    """``keep_alive``: False/None (ended with the run), True (the default idle time),
+    or seconds a kept worker may stay idle."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return KEEP_ALIVE_SECONDS
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value > 0:  # type: ignore[arg-type,operator]
+        return float(value)  # type: ignore[arg-type]
+    raise StageOptionError(
+        name, "keep_alive", f"{value!r}: expected True, False or a positive number of seconds"
     )
 
 

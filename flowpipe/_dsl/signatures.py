@@ -50,6 +50,7 @@ class StageKwargs(TypedDict, total=False):
     on_error: OnError
     name: str | None
     resources: Mapping[str, float] | None
+    keep_alive: bool | float
 
 
 class CallsOne(Protocol[A_contra, B_co]):

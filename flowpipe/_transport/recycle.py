@@ -107,6 +107,20 @@ def discard_free() -> None:
         unlink(name)
 
 
+def end_run() -> None:
+    """A worker kept for a later run (``keep_alive``): the run that ended sweeps its
+    segments, so forget them: unlink the free ones, drop the lent ones (the parent
+    unlinks them once nobody sees them), and report no mapping of them again (the
+    parent stopped counting them)."""
+    discard_free()
+    with _pool_lock:
+        _lent.clear()
+    with _maps_lock:
+        _new_maps.clear()
+        _reported.clear()
+        _dropped.clear()
+
+
 def unlink_made(wait: float = 1.0) -> None:
     """The parent died, so nothing made here will be given back: unlink it all (lent
     and free). The lock is kept, so that no segment is lent after this; the caller

@@ -92,6 +92,9 @@ class LosesEverySliceInFlight:
     def more(self) -> None:
         pass
 
+    def park(self) -> bool:  # keep_alive: never kept
+        return False
+
     def exit_description(self) -> str:
         return "exit code 1"
 

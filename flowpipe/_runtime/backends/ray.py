@@ -174,6 +174,12 @@ class _StageActor:
             return failure(label, None, None, exc, "start")
         return Ready()
 
+    def resume(self, label: str) -> Ready:
+        """Kept from an earlier run (``keep_alive``): serve a run that calls the stage ``label``."""
+        assert self.server is not None
+        self.server.relabel(label)
+        return Ready()
+
     def call(self, items: list[Any], offset: int, skip: int, *values: Any) -> tuple[Any, Any]:
         """The reply, and the list of the slice's large outputs (two objects: Ray keeps
         the list in its object store, owned by the caller, which takes only the reply).
@@ -439,6 +445,18 @@ class RayWorker:
     def exit_description(self) -> str:
         return self.died or "it went away"
 
+    def park(self) -> bool:
+        """Keep this actor, its stage built, for a later run (``keep_alive``)."""
+        if self.died is not None or self.calls:
+            return False
+        self.state = RunState()  # the run is over: closing it later is not a stopped run's
+        return True
+
+    def resume(self, label: str, state: RunState) -> None:
+        """A kept actor serves a new run; ``WorkerDied`` if it died while kept."""
+        self.label, self.state = label, state
+        self._wait(self.actor.resume.remote(label))
+
     def close(self) -> StageError | None:
         """Run the stage's ``close()`` in the actor, as long as it takes (once the run
         stops: ``STOP_GRACE``, then the actor is killed); keep the emptied actor for
@@ -493,6 +511,9 @@ class RayBackend(Backend):
             def start_worker() -> RemoteWorker:
                 return RayWorker.start(ray, label, state, options, stage_bytes)
 
+            def resume(kept: RayWorker) -> None:  # kept from an earlier run (keep_alive)
+                kept.resume(label, state)
+
             return RemoteCaller(
                 stage_run,
                 counters,
@@ -501,6 +522,7 @@ class RayBackend(Backend):
                 slice_target=RAY_SLICE_SECONDS,
                 slice_bytes=RAY_SLICE_BYTES,
                 depth=1 if streams else RAY_DEPTH,  # a streaming slice's parts come one by one
+                resume=resume,
             )
 
         stage_run.caller_factory = factory

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 from ..._errors import StageError
 from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted, Channel
+from . import keep
 from .invoke import Part, SliceCaller, close_callable
 from .routing import Emitter, Reorderer
 from .shaping import (
@@ -59,6 +60,10 @@ class Caller(Protocol):
     def submit(self, items: list[Any], offset: int) -> None: ...
     def receive(self, part: Part | None = None) -> list[Any]: ...
     def close(self) -> None: ...
+    def park(self) -> keep.Kept | None:
+        """At the end of a run of a ``keep_alive`` stage: the worker, kept for the
+        next run instead of closed (``None``: it cannot be kept; ``close`` it)."""
+        ...
 
 
 CallerFactory = Callable[[int, WorkerCounters], Caller]
@@ -72,9 +77,13 @@ class LocalCaller:
     depth = 1
 
     def __init__(
-        self, node: StageNode, counters: WorkerCounters, open_handles: Opener | None = None
+        self,
+        node: StageNode,
+        counters: WorkerCounters,
+        open_handles: Opener | None = None,
+        kept: keep.KeptCallable | None = None,
     ) -> None:
-        self.fn = node.stage.make_callable()
+        self.fn = node.stage.make_callable() if kept is None else kept.fn
         try:
             self.slices = SliceCaller(node, self.fn, counters)
         except BaseException:
@@ -95,6 +104,9 @@ class LocalCaller:
 
     def close(self) -> None:
         close_callable(self.fn)
+
+    def park(self) -> keep.KeptCallable:
+        return keep.KeptCallable(self.fn)
 
 
 class InFlight(NamedTuple):
@@ -187,10 +199,12 @@ class StageRun:
 
     def _with_caller(self, wid: int) -> None:
         counters = self.counters[wid]
+        key = keep.key_of(self.node)  # a ``keep_alive`` stage's workers outlive the run
         if self.caller_factory is not None:
             caller: Caller = self.caller_factory(wid, counters)
         else:
-            caller = LocalCaller(self.node, counters, self.state.open_handles)
+            kept = keep.take(key)
+            caller = LocalCaller(self.node, counters, self.state.open_handles, kept)
         try:
             WorkerLoop(self, caller, counters).run()
         except BaseException:
@@ -199,6 +213,11 @@ class StageRun:
             except BaseException:
                 pass
             raise
+        if key is not None and not self.state.stopped:  # the run ended: keep it for the next
+            parked = caller.park()
+            if parked is not None:
+                keep.give(key, parked)
+                return
         caller.close()  # its error (a class stage's close() raised) fails the run
 
     def hand_on(self, seq: int, outputs: list[Any]) -> None:

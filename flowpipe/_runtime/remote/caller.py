@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ..._errors import StageError, WorkerCrashed
 from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted
+from ..core import keep
 from ..core.invoke import Part
 from ..core.loop import StageRun, sealed_count
 from ..core.policy import ErrorPolicy
@@ -88,6 +89,11 @@ class RemoteWorker(Protocol):
         unless the run stopped (then it gets ``STOP_GRACE``); returns its error."""
         ...
 
+    def park(self) -> bool:
+        """The run ended: keep the worker, its stage built, for a later run
+        (``keep_alive``); ``False`` if it cannot be kept (then it is closed)."""
+        ...
+
 
 class RemoteCaller:
     """The ``Caller`` of one stage worker whose calls run in a ``RemoteWorker``."""
@@ -103,6 +109,7 @@ class RemoteCaller:
         slice_bytes: int | None = None,
         depth: int = REMOTE_DEPTH,
         open_sealed: Opener | None = None,
+        resume: Callable[[Any], None] | None = None,
     ) -> None:
         self.state: RunState = stage_run.state
         self.label = stage_run.node.label
@@ -127,6 +134,10 @@ class RemoteCaller:
         # A crash whose input is not known yet: the next crash while lost slices run
         # again one by one is that input's (``_recover``).
         self.hunting: WorkerDied | None = None
+        # A ``keep_alive`` stage: a worker kept from an earlier run is taken and
+        # ``resume``d for this one (the backend says how), and parked at the end.
+        self.keep_key = keep.key_of(stage_run.node) if resume is not None else None
+        self.resume = resume
         self.worker: RemoteWorker | None = None
         self.worker = self._start()
 
@@ -134,7 +145,7 @@ class RemoteCaller:
         if self.state.stopped:
             raise Aborted
         try:
-            worker = self.start_worker()
+            worker = self._kept() or self.start_worker()
         except WorkerDied as died:
             if self.state.stopped:
                 raise Aborted from None
@@ -142,6 +153,23 @@ class RemoteCaller:
         with self.lock:
             self.worker = worker
         return worker
+
+    def _kept(self) -> RemoteWorker | None:
+        """A worker kept from an earlier run, resumed for this one; one that died
+        while kept is closed and the next is tried (then a fresh one starts)."""
+        while (kept := keep.take(self.keep_key)) is not None:
+            assert self.resume is not None
+            try:
+                self.resume(kept)
+            except WorkerDied:
+                kept.close()
+                continue
+            except BaseException:
+                kept.close()
+                raise
+            worker: RemoteWorker = kept
+            return worker
+        return None
 
     def _replace(self) -> RemoteWorker:
         with self.lock:
@@ -322,6 +350,19 @@ class RemoteCaller:
     def _open(self, entries: list[Any]) -> list[Any]:
         assert self.open_sealed is not None, "sealed slices from a backend that cannot open them"
         return self.open_sealed(entries)
+
+    def park(self) -> keep.Kept | None:
+        """The run ended: the worker, kept for a later run (``keep_alive``); ``None``
+        if it cannot be (the backend keeps none, or it is not idle): ``close`` it."""
+        if self.resume is None or self.sent or self.reruns or self.broken:
+            return None
+        with self.lock:
+            worker, self.worker = self.worker, None
+        if worker is not None and worker.park():
+            return worker
+        with self.lock:
+            self.worker = worker
+        return None
 
     def close(self) -> None:
         """End the worker; an error of the stage's ``close()`` is raised here."""

@@ -17,6 +17,11 @@ classes and nothing else::
     Close() ──────────────────────────────────────────►  stage.close()
                                            ◄─────────    Closed(None | Failure)
 
+A ``keep_alive`` stage's worker is not closed at the end of a run: ``Park()``
+(answered ``Ready()``) instead of ``Close()``; the next run sends
+``Resume(label, prefix, seal_outputs)`` (answered ``Ready()``) instead of a
+``LoadStage``, then slices as usual.
+
 A worker process also gets ``Environment`` first (the caller's ``sys.path``
 and ``sys.argv``). ``report`` (worker processes: the shared-memory segments
 it keeps arrays over, and those it let go) and ``kept`` (Ray actors: which
@@ -76,6 +81,20 @@ class More(NamedTuple):
 
 class Close(NamedTuple):
     """Finish: run the stage's ``close()``, answer ``Closed``, exit."""
+
+
+class Park(NamedTuple):
+    """The run ended and the worker is kept (``keep_alive``): forget the run (its
+    shared memory), keep the stage built; answer ``Ready``."""
+
+
+class Resume(NamedTuple):
+    """A kept worker serves a new run: its label, segment ``prefix`` and
+    ``seal_outputs`` (as in ``LoadStage``); answer ``Ready`` (or ``Failure``)."""
+
+    label: str
+    prefix: str
+    seal_outputs: bool
 
 
 # -- worker to caller ---------------------------------------------------------------

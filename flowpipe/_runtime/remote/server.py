@@ -126,6 +126,12 @@ class SliceServer:
         c.errors = c.retries = c.skipped = 0
         return done
 
+    def relabel(self, label: str) -> None:
+        """A kept worker serves a run that calls its stage ``label`` (``keep_alive``)."""
+        self.label = self.caller.policy.label = label
+        if isinstance(self.caller, SliceCaller):
+            self.caller.label = label
+
     def take_events(self) -> list[PolicyEvent]:
         """The retries and skips since the last call, for the caller to replay (a part
         of a generator's outputs carries them too, so they are not held back)."""

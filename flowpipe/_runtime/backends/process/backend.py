@@ -67,8 +67,11 @@ from ...remote.messages import (
     Failure,
     LoadStage,
     More,
+    Park,
     PartOutputs,
+    Ready,
     Reply,
+    Resume,
     SliceOutputs,
 )
 from ...remote.server import RemoteFailure
@@ -240,6 +243,45 @@ class WorkerProcess:
         wait_with_grace(self.conn.poll, self.state, self.proc.kill)
         return wire.recv(self.conn)
 
+    def park(self) -> bool:
+        """Keep this worker for a later run (``keep_alive``): it forgets this run's
+        segments (swept when the run ends), as ``close`` would, but keeps its stage."""
+        if self.closed or self.in_flight or self.proc.poll() is not None:
+            return False
+        try:
+            wire.send(self.conn, Park(), None)
+            reply = self.receive()
+        except (OSError, EOFError, wire.WireError):
+            return False
+        if not isinstance(reply, Ready):
+            return False
+        self._forget_segments()
+        self.state = RunState()  # the run is over: closing it later is not a stopped run's
+        return True
+
+    def resume(self, label: str, state: RunState, prefix: str, seal: bool) -> None:
+        """A kept worker serves a new run, under its names; ``WorkerDied`` if it died
+        while kept (it is then replaced)."""
+        self.label, self.state, self.prefix = label, state, prefix
+        self.maker = recycle.register_maker(recycle.pid_tag(prefix, self.proc.pid))
+        try:
+            wire.send(self.conn, Resume(label, prefix, seal), None)
+            reply = self.receive()
+        except (EOFError, OSError) as exc:
+            raise WorkerDied() from exc
+        if isinstance(reply, Failure):
+            raise stage_error(reply, 0, WHAT, label)
+        if not isinstance(reply, Ready):
+            raise WorkerDied()
+
+    def _forget_segments(self) -> None:
+        """Unlink what this worker made and was not given back; let go of its arrays."""
+        for name in recycle.close_maker(self.maker):
+            wire.unlink(name)
+        wire.let_go(list(self.held.elements()))  # its arrays went with it
+        self.held.clear()
+        self.in_flight.clear()
+
     def exit_description(self) -> str:
         try:
             code = self.proc.wait(EXIT_WAIT)
@@ -273,11 +315,7 @@ class WorkerProcess:
             self.proc.release()
         self.conn.close()
         os.close(self._lifeline)
-        for name in recycle.close_maker(self.maker):
-            wire.unlink(name)
-        wire.let_go(list(self.held.elements()))  # its arrays went with it
-        self.held.clear()
-        self.in_flight.clear()
+        self._forget_segments()
         return crash if report is None else stage_error(report, 0, WHAT)
 
     def _closed(self) -> Failure | None:
@@ -327,10 +365,14 @@ class ProcessBackend(Backend):
         if per_worker := gpus_per_worker(opts.resources):  # each worker its own devices
             dealt = self.gpus.deal(label, per_worker, len(envs))
             envs = [{"CUDA_VISIBLE_DEVICES": devices} for devices in dealt]
+        seal = stage_run.sealed_out
 
         def factory(wid: int, counters: WorkerCounters) -> Caller:
             def start_worker() -> RemoteWorker:
                 return WorkerProcess.start(label, state, prefix, setup, envs[wid])
+
+            def resume(kept: WorkerProcess) -> None:  # kept from an earlier run (keep_alive)
+                kept.resume(label, state, prefix, seal)
 
             return RemoteCaller(
                 stage_run,
@@ -342,6 +384,7 @@ class ProcessBackend(Backend):
                 # A generator's slice may never end (a camera): nothing may queue behind it.
                 depth=1 if stage_run.streams else REMOTE_DEPTH,
                 open_sealed=wire.unbundle,
+                resume=resume,
             )
 
         stage_run.caller_factory = factory

@@ -11,7 +11,10 @@ The conversation is ``remote.messages`` on one socket (``wire`` encoding):
 ``Environment``, then ``LoadStage`` (answered ``Ready`` or ``Failure``), then
 ``CallSlice``s (answered ``PartOutputs``... ``SliceOutputs`` or ``Failure``;
 each ``PartOutputs`` is answered ``More``, and at most ``PARTS_AHEAD`` wait
-unanswered), then ``Close`` (answered ``Closed``; exit 0). Every answer from
+unanswered), then ``Close`` (answered ``Closed``; exit 0). A ``keep_alive``
+stage's worker gets ``Park`` at the end of a run instead (answered ``Ready``:
+it forgets the run's segments, keeps the stage) and ``Resume`` when a later
+run takes it (answered ``Ready``: that run's label, prefix and plan). Every answer from
 here carries ``report``: the shared-memory segments this process keeps arrays
 over, and those it let go (``recycle.report``).
 
@@ -144,8 +147,8 @@ class Worker:
 
     def serve(self) -> int:
         """Answer slices until told to close; the exit code."""
-        from ...._transport import wire
-        from ...remote.messages import CallSlice
+        from ...._transport import recycle, wire
+        from ...remote.messages import CallSlice, Park, Ready, Resume
         from ...remote.server import failure
 
         self.inbox = inbox = Inbox(self.conn)
@@ -157,6 +160,15 @@ class Worker:
                 bad = message.error
                 self.send(failure(self.label, None, None, bad.__cause__ or bad, "input"))
                 return 1
+            if isinstance(message, Park):  # kept for a later run: its segments are swept
+                recycle.end_run()
+                self.send(Ready())
+                continue
+            if isinstance(message, Resume):  # a later run: its names and its plan
+                self.label, self.prefix, self.seal = message
+                self.server.relabel(self.label)
+                self.send(Ready())
+                continue
             if not isinstance(message, CallSlice):  # HungUp, Close
                 return 0
             try:
