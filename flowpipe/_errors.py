@@ -5,7 +5,8 @@
     Exception
      ├── FlowpipeError                 base of every error flowpipe itself raises
      │    ├── StageError               a stage (or the source) failed on an item
-     │    │    └── WorkerCrashed       a worker process died while working on an item
+     │    │    ├── WorkerCrashed       a worker process died while working on an item
+     │    │    └── StageTimeout        a call ran past the stage's ``timeout``
      │    └── RunClosed                put()/get() on a live run that is closed
      ├── ValueError
      │    └── StageOptionError         a bad option given to @stage (also a FlowpipeError)
@@ -26,6 +27,7 @@ __all__ = [
     "RunClosed",
     "StageError",
     "StageOptionError",
+    "StageTimeout",
     "WorkerCrashed",
 ]
 
@@ -148,3 +150,13 @@ def _rebuild_stage_error(
 
 class WorkerCrashed(StageError):
     """Raised when a worker process dies (segfault, ``os._exit``, killed) mid-item."""
+
+
+class StageTimeout(StageError):
+    """Raised when a call runs longer than the stage's ``timeout`` (and ``retries`` and
+    ``on_error`` did not deal with it); ``__cause__`` is a ``CallTimedOut``."""
+
+
+class CallTimedOut(TimeoutError):
+    """What a call past its stage's ``timeout`` counts as: the exception that ``retries``
+    and ``on_error`` see (an ``on_error`` callable gets it), and ``StageTimeout``'s cause."""

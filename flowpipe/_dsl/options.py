@@ -39,6 +39,7 @@ class StageOptions:
     retries: int = 0
     on_error: OnError = "raise"
     resources: Mapping[str, float] | None = None
+    timeout: float | None = None  # seconds one call may take (see _runtime/core/timeouts.py)
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
@@ -196,6 +197,7 @@ def make_options(*, name: object, **given: Any) -> StageOptions:
         retries=_retries(name, given.get("retries", d.retries)),
         on_error=_on_error(name, given.get("on_error", d.on_error)),
         resources=_resources(name, given.get("resources")),
+        timeout=_seconds(name, "timeout", given.get("timeout")),
     )
 
 

@@ -50,6 +50,7 @@ class StageKwargs(TypedDict, total=False):
     on_error: OnError
     name: str | None
     resources: Mapping[str, float] | None
+    timeout: float | None
 
 
 class CallsOne(Protocol[A_contra, B_co]):

@@ -177,10 +177,11 @@ class WorkerProcess:
                 raise WorkerDied() from exc
             raise
 
-    def reply(self, offset: int) -> Reply:
-        """The worker's reply for its oldest slice (its error raised as ``StageError``)."""
+    def reply(self, offset: int, give_up_at: float | None = None) -> Reply:
+        """The worker's reply for its oldest slice (its error raised as ``StageError``;
+        ``remote.errors.Overdue`` if none came by ``give_up_at``)."""
         try:
-            reply = self.receive()
+            reply = self.receive(give_up_at)
         except (EOFError, OSError) as exc:
             raise WorkerDied() from exc
         except wire.WireError as exc:
@@ -215,11 +216,19 @@ class WorkerProcess:
             for name in released:
                 wire.unlink(name)
 
-    def receive(self) -> Any:
+    def receive(self, give_up_at: float | None = None) -> Any:
         """The next message; a worker still busy when the run stops is killed after a
         grace period (the socket then reaches end-of-file: ``recv`` raises EOFError)."""
-        wait_with_grace(self.conn.poll, self.state, self.proc.kill)
+        wait_with_grace(self.conn.poll, self.state, self.proc.kill, give_up_at)
         return wire.recv(self.conn)
+
+    def kill(self) -> None:
+        """End the worker inside a call (one past the stage's ``timeout``)."""
+        self.proc.kill()
+        try:
+            self.proc.wait(EXIT_WAIT)
+        except subprocess.TimeoutExpired:  # close() waits for it again
+            pass
 
     def exit_description(self) -> str:
         try:
