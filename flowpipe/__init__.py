@@ -32,6 +32,7 @@ if _typing.TYPE_CHECKING:
     from ._errors import StageError as StageError
     from ._errors import StageOptionError as StageOptionError
     from ._errors import StageTimeout as StageTimeout
+    from ._errors import Stalled as Stalled
     from ._errors import WorkerCrashed as WorkerCrashed
     from ._observe.stats import RunStats as RunStats
     from ._observe.stats import StageStats as StageStats
@@ -56,6 +57,7 @@ _LAZY = {
     "StageError": "._errors",
     "StageOptionError": "._errors",
     "StageTimeout": "._errors",
+    "Stalled": "._errors",
     "WorkerCrashed": "._errors",
     "RunStats": "._observe.stats",
     "StageStats": "._observe.stats",
@@ -98,6 +100,7 @@ __all__ = (
     "StageOptions",
     "StageStats",
     "StageTimeout",
+    "Stalled",
     "WorkerCrashed",
     "merge",
     "stage",

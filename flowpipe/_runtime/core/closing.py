@@ -30,6 +30,7 @@ class Owner(NamedTuple):
 
     stage: str
     in_caller: bool
+    source: bool = False  # the thread that reads the source
 
 
 def join_workers(workers: list[Worker], owners: dict[int, Owner]) -> list[tuple[str, str]]:

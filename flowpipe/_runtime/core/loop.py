@@ -292,8 +292,10 @@ class WorkerLoop:
         """Receive the oldest slice, hand its outputs on, count it."""
         sr, clock = self.sr, time.perf_counter
         sink = PartSink(sr, slice_.seq) if sr.streams else None
+        self.counters.calling = clock()  # for a stall watch: inside a call since
         outputs = self.caller.receive(sink)
         t2 = clock()
+        self.counters.calling = 0.0
         sr.hand_on(slice_.seq, outputs)
         t3 = clock()
         # Busy from when the worker could start on it: its submission, or the end

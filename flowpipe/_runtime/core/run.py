@@ -29,6 +29,7 @@ from .loop import StageRun
 from .meter import Meter, Part
 from .routing import Emitter, join_rows
 from .shaping import MAX_SLICE
+from .stall import stall_options, watch_stalls
 from .state import Opener, RunState, start_thread
 
 if TYPE_CHECKING:
@@ -289,10 +290,12 @@ def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
 def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
     """Start a run of ``plan`` over ``source`` (``None``: the plan's source stage)."""
     progress = bool(options.pop("progress", False))
+    stall_seconds, stall_raises = stall_options(options)
     if options:
         given = ", ".join(f"{k}={v!r:.40}" for k, v in sorted(options.items()))
         raise RunOptionError(
-            f"unknown run option(s): {given}; run/iter take the source, backend= and progress="
+            f"unknown run option(s): {given}; run/iter take the source, backend=, progress=, "
+            "stall_timeout= and on_stall="
         )
     tqdm = _progress_bars() if progress else None  # a missing extra fails before anything starts
     label, open_source = _opener(plan, source)
@@ -305,12 +308,15 @@ def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
 
     if logger.isEnabledFor(logging.INFO):
         logger.info("run starting: %s (backend=%s)", plan.description, plan.backend)
-    wired = start_stages(plan, start_feeder)
+    wired = start_stages(plan, start_feeder, watch=stall_seconds is not None)
     parts: list[Part] = []
     if plan.source_stage is not None:
         parts.append(Part(label, 1, [source_counters], None, plan.source_stage))
     parts.extend(wired.parts)
     run: Run[Any] = Run(wired.state, wired.output, wired.workers, parts, plan, wired.owners)
+    watch_stalls(
+        wired.state, parts, wired.output, wired.workers, wired.owners, stall_seconds, stall_raises
+    )
     if tqdm is not None:
         try:
             # open_run made this Run: it may set up the Run's own meter
@@ -361,15 +367,20 @@ class Wired(NamedTuple):
     owners: dict[int, Owner]  # by id(worker): its stage (a stuck one is named)
 
 
-def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Worker]]) -> Wired:
+def start_stages(
+    plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Worker]], *, watch: bool = False
+) -> Wired:
     """Wire the plan's stages into channels, start every worker, then ``start_feeder``.
 
     ``start_feeder(entry, state)`` starts whatever fills the first stage's
     channels through ``entry`` (``iter``: a thread reading the source;
     ``start``: nothing, ``put`` does). If anything fails to start, every
-    worker already started is stopped.
+    worker already started is stopped. ``watch``: the run watches for stalls (workers
+    elsewhere then register how to read their stacks: ``RunState.stacks``).
     """
     state = RunState()
+    if watch:
+        state.stacks = {}
     # The hand-over to the caller is as large as the last stage's own buffer, so a
     # small explicit ``buffer=`` bounds what is read ahead of a slow consumer.
     last = plan.steps[-1]
@@ -405,7 +416,7 @@ def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Wo
         for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.position)
     ]
     source = plan.source_stage.label if plan.source_stage is not None else "source"
-    owners = {id(w): Owner(source, True) for w in fed}
+    owners = {id(w): Owner(source, True, source=True) for w in fed}
     owners.update(builder.owners)
     return Wired(state, output, entry, [*fed, *builder.workers], parts, owners)
 

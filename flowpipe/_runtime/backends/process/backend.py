@@ -71,7 +71,7 @@ from ...remote.messages import (
 )
 from ...remote.server import RemoteFailure
 from ..base import Backend, Worker
-from . import boot, forkserver
+from . import boot, forkserver, stacks
 
 logger = logging.getLogger("flowpipe")
 
@@ -128,6 +128,7 @@ class WorkerProcess:
         self.maker = recycle.register_maker(recycle.pid_tag(self.prefix, self.proc.pid))
         self.held: Counter[str] = Counter()  # segments it reported keeping arrays over
         self.in_flight: deque[list[Any] | None] = deque()  # handles of slices not answered
+        self.stacks = ""  # the file it writes its stacks to on request ("": none)
 
     @classmethod
     def start(
@@ -138,7 +139,9 @@ class WorkerProcess:
         ``setup``: the ``LoadStage`` message, encoded."""
         worker = cls(label, state, prefix)
         try:
-            wire.send(worker.conn, Environment(sys.path, sys.argv), None)
+            if state.stacks is not None:  # the run watches for stalls: stacks on request
+                worker.stacks = stacks.stacks_file(worker.proc.pid)
+            wire.send(worker.conn, Environment(sys.path, sys.argv, worker.stacks), None)
             worker.conn.send_bytes(setup[0])
             worker.conn.send_bytes(setup[1])
             reply = worker.receive()
@@ -151,7 +154,14 @@ class WorkerProcess:
         except BaseException:
             worker.close()
             raise
+        if state.stacks is not None:  # only now: it is ready for the signal
+            state.stacks[id(worker)] = worker.read_stacks
         return worker
+
+    def read_stacks(self) -> str:
+        """Every thread's stack in the worker now (``faulthandler``'s text)."""
+        what = f"worker process {self.proc.pid} of stage {self.label!r}"
+        return stacks.read_stacks(self.proc.pid, self.stacks, what)
 
     def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
         """Send a slice; the worker reads every message as it comes (``child``), so
@@ -245,6 +255,10 @@ class WorkerProcess:
         if self.closed:
             return None
         self.closed = True
+        if self.stacks:
+            if self.state.stacks is not None:
+                self.state.stacks.pop(id(self), None)
+            stacks.unlink(self.stacks)
         report: Failure | None = None
         died = False
         if self.proc.poll() is None:
