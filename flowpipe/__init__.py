@@ -31,6 +31,8 @@ if _typing.TYPE_CHECKING:
     from ._errors import RunOptionError as RunOptionError
     from ._errors import StageError as StageError
     from ._errors import StageOptionError as StageOptionError
+    from ._errors import StageTimeout as StageTimeout
+    from ._errors import Stalled as Stalled
     from ._errors import WorkerCrashed as WorkerCrashed
     from ._observe.stats import RunStats as RunStats
     from ._observe.stats import StageStats as StageStats
@@ -55,6 +57,8 @@ _LAZY = {
     "RunOptionError": "._errors",
     "StageError": "._errors",
     "StageOptionError": "._errors",
+    "StageTimeout": "._errors",
+    "Stalled": "._errors",
     "WorkerCrashed": "._errors",
     "RunStats": "._observe.stats",
     "StageStats": "._observe.stats",
@@ -97,6 +101,8 @@ __all__ = (
     "StageOptionError",
     "StageOptions",
     "StageStats",
+    "StageTimeout",
+    "Stalled",
     "WorkerCrashed",
     "merge",
     "shutdown",

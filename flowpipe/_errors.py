@@ -5,8 +5,10 @@
     Exception
      ├── FlowpipeError                 base of every error flowpipe itself raises
      │    ├── StageError               a stage (or the source) failed on an item
-     │    │    └── WorkerCrashed       a worker process died while working on an item
-     │    └── RunClosed                put()/get() on a live run that is closed
+     │    │    ├── WorkerCrashed       a worker process died while working on an item
+     │    │    └── StageTimeout        a call ran past the stage's ``timeout``
+     │    ├── RunClosed                put()/get() on a live run that is closed
+     │    └── Stalled                  no stage made progress for ``stall_timeout`` seconds
      ├── ValueError
      │    └── StageOptionError         a bad option given to @stage (also a FlowpipeError)
      └── TypeError
@@ -26,6 +28,8 @@ __all__ = [
     "RunClosed",
     "StageError",
     "StageOptionError",
+    "StageTimeout",
+    "Stalled",
     "WorkerCrashed",
 ]
 
@@ -148,3 +152,31 @@ def _rebuild_stage_error(
 
 class WorkerCrashed(StageError):
     """Raised when a worker process dies (segfault, ``os._exit``, killed) mid-item."""
+
+
+class StageTimeout(StageError):
+    """Raised when a call runs longer than the stage's ``timeout`` (and ``retries`` and
+    ``on_error`` did not deal with it); ``__cause__`` is a ``CallTimedOut``."""
+
+
+class CallTimedOut(TimeoutError):
+    """What a call past its stage's ``timeout`` counts as: the exception that ``retries``
+    and ``on_error`` see (an ``on_error`` callable gets it), and ``StageTimeout``'s cause."""
+
+
+class Stalled(FlowpipeError):
+    """Raised (with ``on_stall="raise"``) when no stage took or handed on an item for
+    ``stall_timeout`` seconds while work remained. ``stages`` names the stalled
+    stages, ``stacks`` holds every worker's stack (also in the message)."""
+
+    def __init__(self, stages: list[str], seconds: float, stacks: str) -> None:
+        self.stages = stages
+        self.seconds = seconds
+        self.stacks = stacks
+        super().__init__(
+            f"the run is stalled: no item moved for {seconds:.1f} s while work remains; "
+            f"stalled: {', '.join(stages)}\n\nStacks:\n{stacks.rstrip()}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stages, self.seconds, self.stacks))

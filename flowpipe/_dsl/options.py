@@ -43,6 +43,7 @@ class StageOptions:
     # Seconds a worker is kept idle after a run for the next run of an equal stage
     # (``keep_alive=True``: ``KEEP_ALIVE_SECONDS``); ``None``: ended with its run.
     keep_alive: float | None = None
+    timeout: float | None = None  # seconds one call may take (see _runtime/core/timeouts.py)
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
@@ -201,6 +202,7 @@ def make_options(*, name: object, **given: Any) -> StageOptions:
         on_error=_on_error(name, given.get("on_error", d.on_error)),
         resources=_resources(name, given.get("resources")),
         keep_alive=_keep_alive(name, given.get("keep_alive")),
+        timeout=_seconds(name, "timeout", given.get("timeout")),
     )
 
 

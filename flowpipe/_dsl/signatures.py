@@ -51,6 +51,7 @@ class StageKwargs(TypedDict, total=False):
     name: str | None
     resources: Mapping[str, float] | None
     keep_alive: bool | float
+    timeout: float | None
 
 
 class CallsOne(Protocol[A_contra, B_co]):

@@ -371,10 +371,15 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
         made_class: StageClass[Any, Any] = StageClass(fn, opts)
         return made_class
     made: Stage[Any, Any] = Stage(fn, opts)
-    if made.is_source and (opts.workers != 1 or opts.batch is not None or opts.window is not None):
+    if made.is_source and (
+        opts.workers != 1
+        or opts.batch is not None
+        or opts.window is not None
+        or opts.timeout is not None
+    ):
         raise GraphError(
             f"stage {opts.name!r} takes no argument, so it is a source: "
-            "workers=, batch= and window= do not apply to it"
+            "workers=, batch=, window= and timeout= do not apply to it"
         )
     return made
 

@@ -21,6 +21,7 @@ class WorkerCounters:
     __slots__ = (
         "blocked",
         "busy",
+        "calling",
         "calls",
         "errors",
         "items_in",
@@ -44,6 +45,7 @@ class WorkerCounters:
         self.blocked = 0.0  # seconds blocked handing outputs on
         self.latency: list[int] = [0] * LATENCY_BUCKETS  # calls per latency bucket
         self.started: float | None = None  # perf_counter() at the worker's first input
+        self.calling = 0.0  # perf_counter() since its slice is being called; 0.0: not in a call
 
     def count_slice(
         self, items_in: int, items_out: int, calls: int, t0: float, t1: float, t2: float, t3: float

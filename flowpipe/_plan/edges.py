@@ -125,6 +125,7 @@ def _reads_sealed(node: StageNode, caps: Capabilities) -> bool:
         and not opts.window
         and opts.buffer is None
         and opts.overflow == "block"
+        and opts.timeout is None  # timed: one call per slice, which a sealed slice is not
     )
 
 

@@ -120,6 +120,12 @@ class Channel:
         """Producers registered and not yet closed."""
         return self._open_producers
 
+    @property
+    def moved(self) -> int:
+        """A count that grows whenever an item is put, taken or dropped (read without
+        the lock: a stall watch compares two readings)."""
+        return self._next_seq + self._taken + len(self._items) + self.dropped
+
     def __len__(self) -> int:
         """Entries waiting: items, or bundles on a channel that carries bundles
         (as its capacity counts them)."""

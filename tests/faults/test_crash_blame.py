@@ -84,7 +84,7 @@ class LosesEverySliceInFlight:
             outputs.append(x)
         self.answers.append(outputs)
 
-    def reply(self, offset: int) -> SliceOutputs:
+    def reply(self, offset: int, give_up_at: float | None = None) -> SliceOutputs:
         if self.dead:
             raise WorkerDied()
         return SliceOutputs(self.answers.popleft(), 0, 0, 0, 0, [])
@@ -97,6 +97,9 @@ class LosesEverySliceInFlight:
 
     def exit_description(self) -> str:
         return "exit code 1"
+
+    def kill(self) -> None:  # a call past its timeout: never here
+        raise AssertionError("no timeout is set")
 
     def close(self) -> None:
         return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from flowpipe import StageOptionError, StageOptions, stage
+from flowpipe import GraphError, StageOptionError, StageOptions, stage
 
 
 def double(x: int) -> int:
@@ -60,6 +61,13 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("resources", {"resources": {"num_gpus": "one"}}),
     ("resources", {"resources": ["num_gpus"]}),
     ("resources", {"resources": {1: 1}}),
+    ("timeout", {"timeout": 0}),
+    ("timeout", {"timeout": -1}),
+    ("timeout", {"timeout": "5s"}),
+    ("timeout", {"timeout": True}),
+    ("timeout", {"timeout": float("inf")}),
+    ("timeout", {"timeout": float("nan")}),
+    ("timeout", {"timeout": [1.0]}),
     ("name", {"name": 42}),
     ("name", {"name": ""}),
     ("nworkers", {"nworkers": 2}),  # an unknown option
@@ -197,7 +205,9 @@ def test_good_values_are_kept() -> None:
         on_error=handler,
         name="renamed",
         resources={"num_gpus": 1, "num_cpus": 0.5},
+        timeout=2,
     ).options
+    assert o.timeout == 2.0
     assert o.workers == 3
     assert o.ordered is False
     assert o.batch == 8
@@ -251,3 +261,13 @@ def test_options_with_resources_are_hashable() -> None:
     assert a == b
     assert hash(a) == hash(b)
     assert len({a, b}) == 1
+
+
+def test_timeout_defaults_to_none_and_does_not_apply_to_a_source_stage() -> None:
+    assert stage(double).options.timeout is None
+
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(GraphError, match=r"'numbers'.*timeout="):
+        stage(numbers, timeout=1.0)

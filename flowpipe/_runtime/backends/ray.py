@@ -408,9 +408,10 @@ class RayWorker:
             err = unsendable_error(self.label, items, offset, exc, WHAT)
             raise err from err.__cause__  # the refusal, with pickle's error as its cause
 
-    def reply(self, offset: int) -> Reply:
-        reply_ref, large_ref = self.calls.popleft()  # an actor runs its calls in order
-        reply: Reply | Failure = self._wait(reply_ref)
+    def reply(self, offset: int, give_up_at: float | None = None) -> Reply:
+        reply_ref, large_ref = self.calls[0]  # an actor runs its calls in order
+        reply: Reply | Failure = self._wait(reply_ref, give_up_at)
+        self.calls.popleft()
         if isinstance(reply, Failure):
             raise stage_error(reply, offset, WHAT)
         if reply.kept:  # large outputs: a reference owned here, values left in the object store
@@ -419,14 +420,16 @@ class RayWorker:
                 outputs[k] = RayHandle(large_ref, size, j)
         return reply
 
-    def _wait(self, ref: Any) -> Any:
+    def _wait(self, ref: Any, give_up_at: float | None = None) -> Any:
         """The result of ``ref``; once the run stops, the actor gets
-        ``remote.caller.STOP_GRACE`` seconds, then is killed. A dead actor raises ``WorkerDied``."""
+        ``remote.caller.STOP_GRACE`` seconds, then is killed. A dead actor raises
+        ``WorkerDied``; none by ``give_up_at``, ``remote.errors.Overdue``."""
         ray = self.ray
         wait_with_grace(
             lambda timeout: bool(ray.wait([ref], timeout=timeout)[0]),
             self.state,
             lambda: ray.kill(self.actor, no_restart=True),
+            give_up_at,
         )
         try:
             return ray.get(ref)
@@ -456,6 +459,11 @@ class RayWorker:
         """A kept actor serves a new run; ``WorkerDied`` if it died while kept."""
         self.label, self.state = label, state
         self._wait(self.actor.resume.remote(label))
+
+    def kill(self) -> None:
+        """End the actor inside a call (one past the stage's ``timeout``)."""
+        self.died = "killed: a call ran past the stage's timeout"
+        _kill(self.ray, self.actor)
 
     def close(self) -> StageError | None:
         """Run the stage's ``close()`` in the actor, as long as it takes (once the run

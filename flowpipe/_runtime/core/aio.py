@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from ..._errors import StageError
+from ..._errors import CallTimedOut, StageError
 from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted
 from .invoke import Part, close_callable
@@ -42,13 +42,38 @@ def _asyncio() -> Any:
 class AsyncCalls:
     """An async stage's calls, one coroutine per item, retried by the stage's policy."""
 
-    __slots__ = ("counters", "fn", "policy")
+    __slots__ = ("counters", "fn", "policy", "timeout")
 
     def __init__(self, node: StageNode, fn: Callable[..., Any], counters: WorkerCounters) -> None:
         opts = node.stage.options
         self.fn = fn
         self.counters = counters
         self.policy = ErrorPolicy(node.label, opts.retries, opts.on_error, counters)
+        self.timeout = opts.timeout  # per coroutine; past it, it is cancelled
+
+    async def call(self, item: Any) -> Any:
+        """``await fn(item)``; with ``timeout``, cancelled past it (``CallTimedOut``)."""
+        if self.timeout is None:
+            return await self.fn(item)
+        raised = False  # by the stage itself (its own TimeoutError is not a timeout here)
+
+        async def call() -> Any:
+            nonlocal raised
+            try:
+                return await self.fn(item)
+            except Exception:
+                raised = True
+                raise
+
+        asyncio = _asyncio()
+        try:
+            return await asyncio.wait_for(call(), self.timeout)
+        except asyncio.TimeoutError:
+            if raised:
+                raise
+            raise CallTimedOut(
+                f"the call took longer than timeout={self.timeout:g} s (it was cancelled)"
+            ) from None
 
     async def attempt(self, item: Any, index: int) -> list[Any]:
         """The item's outputs (``[]`` if skipped); ``StageError`` fails the run."""
@@ -56,7 +81,7 @@ class AsyncCalls:
         while True:
             t0 = time.perf_counter()
             try:
-                result = [await self.fn(item)]
+                result = [await self.call(item)]
             except Exception as exc:
                 if not self.policy.should_retry([item], index, exc, attempt):
                     return []

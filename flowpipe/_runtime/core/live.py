@@ -28,6 +28,7 @@ from ..._errors import GraphError, RunClosed, RunOptionError
 from ..._plan.plan import Plan
 from ..._transport.buffer import Aborted
 from .run import CALLER_POLL, Run, Wired, start_stages
+from .stall import stall_options, watch_stalls
 
 if TYPE_CHECKING:
     from ..._observe.stats import RunStats
@@ -176,14 +177,26 @@ class LiveRun(Generic[In, Out]):
 
 def open_live(plan: Plan, **options: Any) -> LiveRun[Any, Any]:
     """Start ``plan`` with no source: its first stage takes what ``put`` gives."""
+    stall_seconds, stall_raises = stall_options(options)
     if options:
         given = ", ".join(f"{k}={v!r:.40}" for k, v in sorted(options.items()))
-        raise RunOptionError(f"unknown start option(s): {given}; start takes backend=")
+        raise RunOptionError(
+            f"unknown start option(s): {given}; start takes backend=, stall_timeout= and on_stall="
+        )
     if plan.source_stage is not None:
         raise GraphError(
             f"stage {plan.source_stage.label!r} takes no argument, so it is the source: "
             "a pipeline that starts with it cannot take items from put(); use iter() or run()"
         )
-    wired = start_stages(plan, lambda entry, state: [])
-    run: Run[Any] = Run(wired.state, wired.output, wired.workers, wired.parts, plan)
+    wired = start_stages(plan, lambda entry, state: [], watch=stall_seconds is not None)
+    run: Run[Any] = Run(wired.state, wired.output, wired.workers, wired.parts, plan, wired.owners)
+    watch_stalls(
+        wired.state,
+        wired.parts,
+        wired.output,
+        wired.workers,
+        wired.owners,
+        stall_seconds,
+        stall_raises,
+    )
     return LiveRun(run, wired)

@@ -37,6 +37,7 @@ from .shaping import (
     slice_size,
 )
 from .state import Opener, RunState
+from .timeouts import TimedCalls, timed
 
 if TYPE_CHECKING:
     from ..._plan.plan import StageNode
@@ -56,6 +57,7 @@ class Caller(Protocol):
     slice_target: float  # seconds of work per slice worth one hand-off
     slice_bytes: int | None  # large-buffer bytes a slice may hold (None: no bound)
     depth: int  # slices in flight at most
+    max_slice: int  # items a slice may hold at most (1: each call timed on its own)
 
     def submit(self, items: list[Any], offset: int) -> None: ...
     def receive(self, part: Part | None = None) -> list[Any]: ...
@@ -75,6 +77,7 @@ class LocalCaller:
     slice_target = SLICE_TARGET_SECONDS
     slice_bytes: int | None = None
     depth = 1
+    max_slice = MAX_SLICE
 
     def __init__(
         self,
@@ -84,8 +87,14 @@ class LocalCaller:
         kept: keep.KeptCallable | None = None,
     ) -> None:
         self.fn = node.stage.make_callable() if kept is None else kept.fn
+        timeout = node.stage.options.timeout
+        self.timed: TimedCalls | None = None
         try:
-            self.slices = SliceCaller(node, self.fn, counters)
+            fn = self.fn
+            if timeout is not None:  # each call in a call thread, abandoned past it
+                self.timed = TimedCalls(node.label, timeout)
+                fn = timed(fn, node.stage.call_kind, self.timed)
+            self.slices = SliceCaller(node, fn, counters)
         except BaseException:
             close_callable(self.fn)
             raise
@@ -103,9 +112,13 @@ class LocalCaller:
         return self.slices.call(items, offset, part)
 
     def close(self) -> None:
+        if self.timed is not None:
+            self.timed.close()
         close_callable(self.fn)
 
     def park(self) -> keep.KeptCallable:
+        if self.timed is not None:  # its call thread is this run's: the next run makes its own
+            self.timed.close()
         return keep.KeptCallable(self.fn)
 
 
@@ -249,7 +262,7 @@ class WorkerLoop:
         self.caller = caller
         self.counters = counters
         self.depth = 1 if opts.window else caller.depth
-        self.sizer = SliceSizer(MAX_SLICE, caller.slice_target, caller.slice_bytes)
+        self.sizer = SliceSizer(caller.max_slice, caller.slice_target, caller.slice_bytes)
         self.batch, self.timeout = opts.batch, opts.batch_timeout
         if stage_run.node.stage.call_kind == "async":  # elsewhere: a group of items in flight
             self.batch, self.timeout = opts.workers, ASYNC_GROUP_SECONDS
@@ -300,8 +313,10 @@ class WorkerLoop:
         """Receive the oldest slice, hand its outputs on, count it."""
         sr, clock = self.sr, time.perf_counter
         sink = PartSink(sr, slice_.seq) if sr.streams else None
+        self.counters.calling = clock()  # for a stall watch: inside a call since
         outputs = self.caller.receive(sink)
         t2 = clock()
+        self.counters.calling = 0.0
         sr.hand_on(slice_.seq, outputs)
         t3 = clock()
         # Busy from when the worker could start on it: its submission, or the end

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-from ..._errors import StageError, safe_repr
+from ..._errors import CallTimedOut, StageError, StageTimeout, safe_repr
 from ..._observe.counters import WorkerCounters
 
 logger = logging.getLogger("flowpipe")
@@ -56,7 +56,8 @@ class ErrorPolicy:
                 self._log_retry(index, attempt, exc)
             return True
         if self.handler == "raise" or not isinstance(exc, Exception):
-            raise StageError(
+            error = StageTimeout if isinstance(exc, CallTimedOut) else StageError
+            raise error(
                 self.label, index, items[0] if len(items) == 1 else items, cause=exc
             ) from exc
         self.counters.skipped += len(items)

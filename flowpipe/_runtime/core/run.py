@@ -23,11 +23,13 @@ from ..._plan.edges import EdgePlan, plan_edges, sealed_capacity
 from ..._plan.plan import FanOutNode, Node, Plan, StageNode
 from ..._transport.buffer import Aborted, Channel
 from ..backends.base import Backend, Worker, load_backend
+from .closing import JOIN_TIMEOUT, Owner, join_workers
 from .feed import feed_source
 from .loop import StageRun
 from .meter import Meter, Part
 from .routing import Emitter, join_rows
 from .shaping import MAX_SLICE
+from .stall import stall_options, watch_stalls
 from .state import Opener, RunState, start_thread
 
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 Out = TypeVar("Out")
 logger = logging.getLogger("flowpipe")
-JOIN_TIMEOUT = 2.0  # seconds close() waits in all for workers to leave
 # The caller's waits (next(), put() on a live run) look again this often, so a
 # Ctrl-C that lands just before one starts is raised now, not at the next output.
 CALLER_POLL = 0.1
@@ -51,6 +52,7 @@ class _Builder:
         self.backends = backends
         self.stage_runs: list[StageRun] = []
         self.workers: list[Worker] = []
+        self.owners: dict[int, Owner] = {}  # by id(worker): its stage, for messages
         self.joins: list[tuple[Any, ...]] = []
 
     def build(self, steps: tuple[Node, ...], downstream: list[Channel]) -> list[Channel]:
@@ -74,9 +76,13 @@ class _Builder:
         """Start every worker, once the whole graph is wired (no channel gains a producer later)."""
         for stage_run in sorted(self.stage_runs, key=lambda sr: sr.node.position):  # graph order
             backend = self.backends[stage_run.node.backend]
-            self.workers.extend(backend.start_stage(stage_run))
+            started = backend.start_stage(stage_run)
+            owner = Owner(stage_run.node.label, backend.capabilities.in_caller)
+            self.owners.update((id(w), owner) for w in started)
+            self.workers.extend(started)
         for args in self.joins:
             self.workers.append(start_thread("join", join_rows, *args))
+            self.owners[id(self.workers[-1])] = Owner("join", True)
 
     def _fan_out(self, step: FanOutNode, downstream: list[Channel]) -> list[Channel]:
         entries: list[Channel] = []
@@ -115,10 +121,12 @@ class Run(Generic[Out]):
         workers: list[Worker],
         parts: list[Part],
         plan: Plan | None = None,
+        owners: dict[int, Owner] | None = None,
     ) -> None:
         self._state = state
         self._output = output
         self._workers = workers
+        self._owners = owners or {}  # by id(worker): what it runs, to name a stuck one
         self._meter = Meter(parts)
         self._plan = plan
         self._buffer: list[Any] = []
@@ -190,14 +198,7 @@ class Run(Generic[Out]):
         self._meter.stop_clock()  # the run's time ends here, not after the workers left
         if self._state.error is not None:
             self._state.stop()
-        deadline = time.monotonic() + JOIN_TIMEOUT
-        for w in self._workers:
-            w.join(max(0.0, deadline - time.monotonic()))
-        stuck = [w for w in self._workers if w.is_alive()]
-        if stuck:
-            logger.warning(
-                "%d flowpipe worker(s) still inside a stage call after close()", len(stuck)
-            )
+        join_workers(self._workers, self._owners)
         run_cleanups(self._state)
         self._meter.finish(self._state.error, stopped_early)
 
@@ -289,10 +290,12 @@ def _opener(plan: Plan, source: Any) -> tuple[str, Callable[[], Iterable[Any]]]:
 def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
     """Start a run of ``plan`` over ``source`` (``None``: the plan's source stage)."""
     progress = bool(options.pop("progress", False))
+    stall_seconds, stall_raises = stall_options(options)
     if options:
         given = ", ".join(f"{k}={v!r:.40}" for k, v in sorted(options.items()))
         raise RunOptionError(
-            f"unknown run option(s): {given}; run/iter take the source, backend= and progress="
+            f"unknown run option(s): {given}; run/iter take the source, backend=, progress=, "
+            "stall_timeout= and on_stall="
         )
     tqdm = _progress_bars() if progress else None  # a missing extra fails before anything starts
     label, open_source = _opener(plan, source)
@@ -305,12 +308,15 @@ def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
 
     if logger.isEnabledFor(logging.INFO):
         logger.info("run starting: %s (backend=%s)", plan.description, plan.backend)
-    wired = start_stages(plan, start_feeder)
+    wired = start_stages(plan, start_feeder, watch=stall_seconds is not None)
     parts: list[Part] = []
     if plan.source_stage is not None:
         parts.append(Part(label, 1, [source_counters], None, plan.source_stage))
     parts.extend(wired.parts)
-    run: Run[Any] = Run(wired.state, wired.output, wired.workers, parts, plan)
+    run: Run[Any] = Run(wired.state, wired.output, wired.workers, parts, plan, wired.owners)
+    watch_stalls(
+        wired.state, parts, wired.output, wired.workers, wired.owners, stall_seconds, stall_raises
+    )
     if tqdm is not None:
         try:
             # open_run made this Run: it may set up the Run's own meter
@@ -358,17 +364,23 @@ class Wired(NamedTuple):
     entry: Emitter
     workers: list[Worker]  # the feeder's first, then every stage's
     parts: list[Part]  # per stage, in graph order, for the stats
+    owners: dict[int, Owner]  # by id(worker): its stage (a stuck one is named)
 
 
-def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Worker]]) -> Wired:
+def start_stages(
+    plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Worker]], *, watch: bool = False
+) -> Wired:
     """Wire the plan's stages into channels, start every worker, then ``start_feeder``.
 
     ``start_feeder(entry, state)`` starts whatever fills the first stage's
     channels through ``entry`` (``iter``: a thread reading the source;
     ``start``: nothing, ``put`` does). If anything fails to start, every
-    worker already started is stopped.
+    worker already started is stopped. ``watch``: the run watches for stalls (workers
+    elsewhere then register how to read their stacks: ``RunState.stacks``).
     """
     state = RunState()
+    if watch:
+        state.stacks = {}
     # The hand-over to the caller is as large as the last stage's own buffer, so a
     # small explicit ``buffer=`` bounds what is read ahead of a slow consumer.
     last = plan.steps[-1]
@@ -403,7 +415,10 @@ def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Wo
         )
         for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.position)
     ]
-    return Wired(state, output, entry, [*fed, *builder.workers], parts)
+    source = plan.source_stage.label if plan.source_stage is not None else "source"
+    owners = {id(w): Owner(source, True, source=True) for w in fed}
+    owners.update(builder.owners)
+    return Wired(state, output, entry, [*fed, *builder.workers], parts, owners)
 
 
 def _opener_of_handles(backends: dict[str, Backend]) -> Opener:

@@ -31,6 +31,7 @@ class RunState:
         "gates",
         "on_stop",
         "open_handles",
+        "stacks",
         "stopped",
     )
 
@@ -47,6 +48,13 @@ class RunState:
         # Set when the plan says items reaching this process may be handles
         # (``EdgePlan.handles``): whatever runs here opens them before use.
         self.open_handles: Opener | None = None
+        # Set (empty) when the run watches for stalls: workers elsewhere register
+        # how to read their stacks (``id(worker)`` -> a function returning the text).
+        self.stacks: dict[int, Callable[[], str]] | None = None
+
+    def activity(self) -> list[int]:
+        """Each channel's ``moved`` count: a change means some item moved."""
+        return [ch.moved for ch in self.channels]
 
     def channel(self, capacity: int | None, overflow: str = "block", name: str = "") -> Channel:
         ch = Channel(capacity, overflow, name=name)

@@ -9,6 +9,13 @@ worker's counts to the stage's, and handles a worker that dies:
 item by item on a fresh worker, so the item that kills workers is found and
 nothing is lost or duplicated.
 
+A stage with ``timeout`` (not ``async def``: its worker bounds each coroutine
+itself) sends one call per slice (one item, or one batch), and the answer must
+come within ``timeout`` of when the worker could start the call (its previous
+answer came, or the slice was sent; for a generator stage, of its last part).
+Past that the worker is killed and replaced, and the call counts as failed with
+``CallTimedOut``: retried on the fresh worker, skipped, or ``StageTimeout``.
+
 A backend supplies only how to start a worker and talk to it (``RemoteWorker``).
 """
 
@@ -21,15 +28,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..._errors import StageError, WorkerCrashed
+from ..._errors import CallTimedOut, StageError, WorkerCrashed
 from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted
 from ..core import keep
 from ..core.invoke import Part
 from ..core.loop import StageRun, sealed_count
 from ..core.policy import ErrorPolicy
+from ..core.shaping import MAX_SLICE
 from ..core.state import Opener, RunState
-from .errors import WorkerDied
+from .errors import Overdue, WorkerDied
 from .messages import PartOutputs, Reply, SliceOutputs
 
 logger = logging.getLogger("flowpipe")
@@ -40,16 +48,26 @@ REMOTE_DEPTH = 2  # slices a worker loop keeps in flight to one worker (by defau
 
 
 def wait_with_grace(
-    ready: Callable[[float], bool], state: RunState, kill: Callable[[], None]
+    ready: Callable[[float], bool],
+    state: RunState,
+    kill: Callable[[], None],
+    give_up_at: float | None = None,
 ) -> None:
     """Wait until ``ready(timeout)`` says the worker has answered.
 
     Once the run stops, the worker gets ``STOP_GRACE`` seconds to finish its
     call (so a class stage's ``close()`` can still run), then ``kill()`` ends
-    it, after which ``ready`` reports the end of the conversation.
+    it, after which ``ready`` reports the end of the conversation. Past
+    ``give_up_at`` (a ``time.monotonic()`` instant), raises ``Overdue``.
     """
     stop_seen: float | None = None
-    while not ready(POLL):
+    wait = POLL
+    while not ready(wait):
+        if give_up_at is not None:
+            left = give_up_at - time.monotonic()
+            if left <= 0:
+                raise Overdue
+            wait = min(POLL, left)
         if state.stopped:
             now = time.monotonic()
             if stop_seen is None:
@@ -69,11 +87,16 @@ class RemoteWorker(Protocol):
         sent, ``WorkerDied`` if the worker went away."""
         ...
 
-    def reply(self, offset: int) -> Reply:
+    def reply(self, offset: int, give_up_at: float | None = None) -> Reply:
         """The next answer for the oldest slice sent (``offset`` is its own):
         ``PartOutputs`` while a generator stage runs (answer with ``more``), then
-        ``SliceOutputs``; raises ``StageError`` for a ``Failure`` and ``WorkerDied``
-        when the worker went away."""
+        ``SliceOutputs``; raises ``StageError`` for a ``Failure``, ``WorkerDied``
+        when the worker went away, and ``Overdue`` when none came by ``give_up_at``
+        (a ``time.monotonic()`` instant)."""
+        ...
+
+    def kill(self) -> None:
+        """End the worker now, inside a call (one past the stage's ``timeout``)."""
         ...
 
     def more(self) -> None:
@@ -124,6 +147,11 @@ class RemoteCaller:
         self.stage_run = stage_run
         self.depth = depth
         self.open_sealed = open_sealed  # a backend that seals slices opens them (crash re-runs)
+        # An async stage's worker bounds each coroutine itself (``asyncio.wait_for``).
+        timed = opts.timeout is not None and stage_run.node.stage.call_kind != "async"
+        self.timeout = opts.timeout if timed else None
+        self.max_slice = 1 if timed else MAX_SLICE  # timed: one call per slice
+        self.clock_from = 0.0  # when the worker could start on the oldest slice sent
         # submitted, not received: (items, offset, sealed, delivered to the worker;
         # None: held back until its turn)
         self.sent: deque[tuple[list[Any], int, bool, bool | None]] = deque()
@@ -192,6 +220,8 @@ class RemoteCaller:
             try:
                 self.worker.send(items, offset, sealed)
                 delivered = True
+                if not self.sent:
+                    self.clock_from = time.monotonic()
             except WorkerDied:
                 # Gone (or ended after an error reply, still to be read): ``receive``
                 # reads what it sent before, then runs this slice on a fresh worker.
@@ -208,18 +238,81 @@ class RemoteCaller:
         try:
             if delivered is None:  # held back while lost slices ran again: its turn now
                 self.worker.send(items, offset, sealed)
+                self.clock_from = time.monotonic()
             elif not delivered:
                 raise WorkerDied
-            reply = self.worker.reply(offset)
+            reply = self._reply(offset)
             while isinstance(reply, PartOutputs):
                 handed_on += self._take_part(reply, part, [])
-                reply = self.worker.reply(offset)
+                reply = self._reply(offset)
         except WorkerDied:
             if self.state.stopped:
                 raise Aborted from None
             return self._recover(handed_on, part)
+        except Overdue:
+            return self._overdue(items, offset, handed_on, part)
         self.sent.popleft()
         return self._outputs(reply)
+
+    def _reply(self, offset: int) -> Reply:
+        """The worker's next answer; with ``timeout``, ``Overdue`` past it (the clock
+        restarts at each answer: a generator's next part has ``timeout`` too)."""
+        assert self.worker is not None
+        if self.timeout is None:
+            return self.worker.reply(offset)
+        reply = self.worker.reply(offset, self.clock_from + self.timeout)
+        self.clock_from = time.monotonic()  # the next part, or the next slice if sent, from now
+        return reply
+
+    def _overdue(self, items: list[Any], offset: int, skip: int, part: Part | None) -> list[Any]:
+        """The oldest slice, one call (an item, or a batch), ran past ``timeout``: the
+        worker is killed and replaced, the slices sent after it go again in their turn,
+        and the call is retried (on the fresh worker), skipped, or ``StageTimeout``.
+        ``skip``: a generator's outputs already handed on, not sent again."""
+        exc: Exception = self._timed_out()
+        later = list(self.sent)[1:]
+        self.sent.clear()
+        self.sent.extend((i, o, s, None) for i, o, s, _ in later)
+        attempt = 1
+        while self._should_retry(items, offset, exc, attempt):
+            attempt += 1
+            held: list[Any] = []
+            try:
+                assert self.worker is not None
+                self.worker.send(items, offset, skip=skip)
+                self.clock_from = time.monotonic()
+                reply = self._reply(offset)
+                while isinstance(reply, PartOutputs):
+                    skip += self._take_part(reply, part, held)
+                    reply = self._reply(offset)
+                return held + self._outputs(reply)
+            except Overdue:
+                exc = self._timed_out()
+            except WorkerDied:
+                if self.state.stopped:
+                    raise Aborted from None
+                exc = self._crash(offset, len(items))
+                self._replace()
+        return []
+
+    def _should_retry(self, items: list[Any], offset: int, exc: Exception, attempt: int) -> bool:
+        """The policy's answer for a call that timed out or whose worker died (then
+        ``WorkerCrashed`` if the run must fail)."""
+        try:
+            return self.policy.should_retry(items, offset, exc, attempt)
+        except StageError:
+            if not isinstance(exc, WorkerDied):
+                raise
+            raise self._crashed(offset, items[0] if len(items) == 1 else items, exc) from exc
+
+    def _timed_out(self) -> CallTimedOut:
+        """Kill the worker whose call ran past ``timeout``, start a fresh one; the error."""
+        assert self.worker is not None
+        self.worker.kill()
+        self._replace()
+        return CallTimedOut(
+            f"the call took longer than timeout={self.timeout:g} s (the {self.what} was killed)"
+        )
 
     def _take_part(self, reply: PartOutputs, part: Part | None, held: list[Any]) -> int:
         """A part: its events replayed, its outputs handed on (after ``held``, outputs
@@ -304,25 +397,27 @@ class RemoteCaller:
                 assert self.worker is not None
                 try:
                     self.worker.send([item], offset + k, skip=skip)
-                    reply = self.worker.reply(offset + k)
+                    self.clock_from = time.monotonic()
+                    reply = self._reply(offset + k)
                     while isinstance(reply, PartOutputs):
                         skip += self._take_part(reply, part, out)
-                        reply = self.worker.reply(offset + k)
+                        reply = self._reply(offset + k)
                     out.extend(self._outputs(reply))
                     skip = reply.left
                     break
-                except WorkerDied:
-                    if self.state.stopped:
+                except (WorkerDied, Overdue) as lost:
+                    exc: Exception
+                    if isinstance(lost, Overdue):  # StageTimeout if not retried or skipped
+                        exc = self._timed_out()
+                    elif self.state.stopped:
                         raise Aborted from None
-                    crash = self._crash(offset + k, 1)
-                    self._replace()
-                    if self.hunting is not None:  # the input that killed the worker before:
-                        self.hunting = None  # this was its second attempt
-                        attempt = max(attempt, 2)
-                    try:
-                        again = self.policy.should_retry([item], offset + k, crash, attempt)
-                    except StageError:
-                        raise self._crashed(offset + k, item, crash) from crash
+                    else:
+                        exc = self._crash(offset + k, 1)
+                        self._replace()
+                        if self.hunting is not None:  # the input that killed the worker
+                            self.hunting = None  # before: this was its second attempt
+                            attempt = max(attempt, 2)
+                    again = self._should_retry([item], offset + k, exc, attempt)
                     if not again:
                         break
                     attempt += 1

@@ -11,13 +11,17 @@ from typing import Any
 
 import cloudpickle
 
-from ..._errors import StageError, WorkerCrashed
+from ..._errors import CallTimedOut, StageError, StageTimeout, WorkerCrashed
 from .messages import Failure
 from .server import RemoteFailure
 
 
 class WorkerDied(Exception):
     """The worker went away mid-conversation (its process ended, its actor died)."""
+
+
+class Overdue(Exception):
+    """The worker has not answered by the deadline (a call past the stage's ``timeout``)."""
 
 
 def of_slice(offset: int) -> str:
@@ -52,7 +56,8 @@ def stage_error(failure: Failure, offset: int, where: str, label: str | None = N
         problem.__cause__ = cause
     if what in ("start", "close"):
         index = None
-    err = StageError(label, index, item, cause=problem, remote_traceback=text)
+    error = StageTimeout if isinstance(problem, CallTimedOut) else StageError
+    err = error(label, index, item, cause=problem, remote_traceback=text)
     err.__cause__ = problem
     return err
 

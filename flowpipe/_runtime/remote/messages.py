@@ -45,10 +45,12 @@ SegmentReport = tuple[list[str], list[str]]
 
 
 class Environment(NamedTuple):
-    """The caller's import path and argv, so imports and argv-reading code agree."""
+    """The caller's import path and argv, so imports and argv-reading code agree;
+    ``stacks``: a file to write every thread's stack to on ``SIGUSR1`` ("": none)."""
 
     path: list[str]
     argv: list[str]
+    stacks: str = ""
 
 
 class LoadStage(NamedTuple):

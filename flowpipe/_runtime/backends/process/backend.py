@@ -76,7 +76,7 @@ from ...remote.messages import (
 )
 from ...remote.server import RemoteFailure
 from ..base import Backend, Worker
-from . import boot, forkserver
+from . import boot, forkserver, stacks
 from .gpus import DeviceDealer, gpus_per_worker
 
 logger = logging.getLogger("flowpipe")
@@ -144,6 +144,7 @@ class WorkerProcess:
         self.maker = recycle.register_maker(recycle.pid_tag(self.prefix, self.proc.pid))
         self.held: Counter[str] = Counter()  # segments it reported keeping arrays over
         self.in_flight: deque[list[Any] | None] = deque()  # handles of slices not answered
+        self.stacks = ""  # the file it writes its stacks to on request ("": none)
 
     @classmethod
     def start(
@@ -160,7 +161,9 @@ class WorkerProcess:
         worker (``CUDA_VISIBLE_DEVICES``)."""
         worker = cls(label, state, prefix, env)
         try:
-            wire.send(worker.conn, Environment(sys.path, sys.argv), None)
+            if state.stacks is not None:  # the run watches for stalls: stacks on request
+                worker.stacks = stacks.stacks_file(worker.proc.pid)
+            wire.send(worker.conn, Environment(sys.path, sys.argv, worker.stacks), None)
             worker.conn.send_bytes(setup[0])
             worker.conn.send_bytes(setup[1])
             reply = worker.receive()
@@ -173,7 +176,14 @@ class WorkerProcess:
         except BaseException:
             worker.close()
             raise
+        if state.stacks is not None:  # only now: it is ready for the signal
+            state.stacks[id(worker)] = worker.read_stacks
         return worker
+
+    def read_stacks(self) -> str:
+        """Every thread's stack in the worker now (``faulthandler``'s text)."""
+        what = f"worker process {self.proc.pid} of stage {self.label!r}"
+        return stacks.read_stacks(self.proc.pid, self.stacks, what)
 
     def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
         """Send a slice; the worker reads every message as it comes (``child``), so
@@ -199,10 +209,11 @@ class WorkerProcess:
                 raise WorkerDied() from exc
             raise
 
-    def reply(self, offset: int) -> Reply:
-        """The worker's reply for its oldest slice (its error raised as ``StageError``)."""
+    def reply(self, offset: int, give_up_at: float | None = None) -> Reply:
+        """The worker's reply for its oldest slice (its error raised as ``StageError``;
+        ``remote.errors.Overdue`` if none came by ``give_up_at``)."""
         try:
-            reply = self.receive()
+            reply = self.receive(give_up_at)
         except (EOFError, OSError) as exc:
             raise WorkerDied() from exc
         except wire.WireError as exc:
@@ -237,10 +248,10 @@ class WorkerProcess:
             for name in released:
                 wire.unlink(name)
 
-    def receive(self) -> Any:
+    def receive(self, give_up_at: float | None = None) -> Any:
         """The next message; a worker still busy when the run stops is killed after a
         grace period (the socket then reaches end-of-file: ``recv`` raises EOFError)."""
-        wait_with_grace(self.conn.poll, self.state, self.proc.kill)
+        wait_with_grace(self.conn.poll, self.state, self.proc.kill, give_up_at)
         return wire.recv(self.conn)
 
     def park(self) -> bool:
@@ -282,6 +293,14 @@ class WorkerProcess:
         self.held.clear()
         self.in_flight.clear()
 
+    def kill(self) -> None:
+        """End the worker inside a call (one past the stage's ``timeout``)."""
+        self.proc.kill()
+        try:
+            self.proc.wait(EXIT_WAIT)
+        except subprocess.TimeoutExpired:  # close() waits for it again
+            pass
+
     def exit_description(self) -> str:
         try:
             code = self.proc.wait(EXIT_WAIT)
@@ -297,6 +316,10 @@ class WorkerProcess:
         if self.closed:
             return None
         self.closed = True
+        if self.stacks:
+            if self.state.stacks is not None:
+                self.state.stacks.pop(id(self), None)
+            stacks.unlink(self.stacks)
         report: Failure | None = None
         died = False
         if self.proc.poll() is None:

@@ -47,8 +47,10 @@ def _watch_parent(lifeline_fd: int) -> None:
     except OSError:
         pass
     from ...._transport import recycle
+    from .stacks import forget_stacks_file
 
     recycle.unlink_made()  # no one will give our segments back or sweep them
+    forget_stacks_file()
     os._exit(EXIT_PARENT_GONE)  # the parent is gone: no one will read our outputs
 
 
@@ -229,6 +231,10 @@ def serve(conn: Connection) -> int:
 
     env: Environment = wire.recv(conn)
     sys.path[:], sys.argv[:] = env.path, env.argv
+    if env.stacks:  # the run watches for stalls
+        from .stacks import write_stacks_on_signal
+
+        write_stacks_on_signal(env.stacks)
     label = "?"
     try:
         load: LoadStage = wire.recv(conn)
