@@ -110,7 +110,7 @@ class OutputFlow:
         self.mark = len(self.out)
         self.sent = 0
 
-    def many(self, before: int, it: Iterator[Any]) -> None:
+    def many(self, before: int, it: Iterator[Any] | None) -> None:
         """The input whose outputs start at ``before`` in ``out`` gives more than its
         first pull took: hand on what is held now (its first outputs must not wait
         for a generator that may be slow to give the next), then ``drain`` ``it``."""
