@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal, cast
 
 from .._errors import StageOptionError
@@ -20,6 +20,7 @@ Overflow = Literal["block", "drop_oldest", "drop_newest"]
 BackendName = Literal["thread", "process", "ray"]
 ErrorHandler = Callable[[Any, BaseException], object]
 OnError = Literal["raise", "skip"] | ErrorHandler
+KeyFunction = Callable[[Any], Hashable]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,7 @@ class StageOptions:
     retries: int = 0
     on_error: OnError = "raise"
     resources: Mapping[str, float] | None = None
+    key: KeyFunction | None = None  # items with equal keys go to the same worker (keyed.py)
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
@@ -196,7 +198,24 @@ def make_options(*, name: object, **given: Any) -> StageOptions:
         retries=_retries(name, given.get("retries", d.retries)),
         on_error=_on_error(name, given.get("on_error", d.on_error)),
         resources=_resources(name, given.get("resources")),
+        key=_key(name, given.get("key"), window),
     )
+
+
+def _key(name: str, value: object, window: int | None) -> KeyFunction | None:
+    if value is None:
+        return None
+    if not callable(value):
+        raise StageOptionError(
+            name,
+            "key",
+            f"{value!r:.40}: expected a callable item -> hashable, e.g. lambda f: f.camera",
+        )
+    if window is not None:
+        # A window spans the stage's whole input; per-key windows are a keyed
+        # class stage that keeps each key's last items (docs/stages.md).
+        raise StageOptionError(name, "key", f"{value!r:.40}: cannot be combined with window=")
+    return cast("KeyFunction", value)
 
 
 def _retries(name: str, value: object) -> int:

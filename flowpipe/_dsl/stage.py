@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 from typing_extensions import Never, TypeVar, Unpack
 
-from .._errors import GraphError
+from .._errors import GraphError, StageOptionError
 from .compose import Composable, In, Out
 from .kinds import CallKind
 from .kinds import call_kind as _call_kind
@@ -367,16 +367,32 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
         name=_name_of(fn) if name is None else check_name(_name_of(fn), name), **options
     )
     if isinstance(fn, type):
-        _call_kind(fn)  # validates __call__ now, at build time
+        kind = _call_kind(fn)  # validates __call__ now, at build time
+        if opts.key is not None and kind == "async":
+            raise StageOptionError(
+                opts.name,
+                "key",
+                f"{opts.key!r:.40}: an async stage has one worker (workers= is calls in flight)",
+            )
         made_class: StageClass[Any, Any] = StageClass(fn, opts)
         return made_class
     made: Stage[Any, Any] = Stage(fn, opts)
+    _check_key(opts, made.call_kind)
     if made.is_source and (opts.workers != 1 or opts.batch is not None or opts.window is not None):
         raise GraphError(
             f"stage {opts.name!r} takes no argument, so it is a source: "
             "workers=, batch= and window= do not apply to it"
         )
     return made
+
+
+def _check_key(opts: StageOptions, kind: CallKind) -> None:
+    if opts.key is not None and kind == "async":
+        raise StageOptionError(
+            opts.name,
+            "key",
+            f"{opts.key!r:.40}: an async stage has one worker (workers= is calls in flight)",
+        )
 
 
 def as_stage(obj: Any) -> Stage[Any, Any]:

@@ -66,7 +66,12 @@ class _Builder:
         sealed = self.edges.sealed(step.position)
         if sealed[0]:  # the plan: this edge carries sealed slices, counted as entries
             inp.carry_bundles(sealed_capacity(opts.workers))
-        stage_run = StageRun(step, inp, Emitter(downstream), self.state, sealed)
+        router = None
+        if step.keyed:  # the plan: a router sends each item to its key's worker
+            from .keyed import KeyRouter  # only a run with a keyed stage needs it
+
+            router = KeyRouter(step, inp, self.state)
+        stage_run = StageRun(step, inp, Emitter(downstream), self.state, sealed, router)
         self.stage_runs.append(stage_run)
         return [inp]
 
@@ -75,6 +80,10 @@ class _Builder:
         for stage_run in self.stage_runs:
             backend = self.backends[stage_run.node.backend]
             self.workers.extend(backend.start_stage(stage_run))
+            if stage_run.router is not None:
+                self.workers.append(
+                    start_thread(f"{stage_run.node.label}-keys", stage_run.router.run)
+                )
         for args in self.joins:
             self.workers.append(start_thread("join", join_rows, *args))
 
