@@ -7,6 +7,7 @@ Ray actors can import it by name when a stage that holds a gate is shipped.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,3 +98,22 @@ def crash_once(marker: Path, bad: int) -> Callable[[int], int]:
         return x * 10
 
     return fn
+
+
+class FileBarrier:
+    """Each stage instance's first call waits here until ``parties`` instances have
+    made theirs, wherever they run: so ``parties`` workers surely share the input."""
+
+    def __init__(self, folder: Path, parties: int) -> None:
+        self.folder = str(folder)
+        self.parties = parties
+
+    def arrive(self) -> None:
+        Path(self.folder).mkdir(exist_ok=True)
+        fd, _ = tempfile.mkstemp(dir=self.folder)
+        os.close(fd)
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while len(os.listdir(self.folder)) < self.parties:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the other workers never arrived")
+            time.sleep(0.001)

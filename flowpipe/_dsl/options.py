@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal, cast
 
 from .._errors import StageOptionError
@@ -21,6 +21,7 @@ Overflow = Literal["block", "drop_oldest", "drop_newest"]
 BackendName = Literal["thread", "process", "ray"]
 ErrorHandler = Callable[[Any, BaseException], object]
 OnError = Literal["raise", "skip"] | ErrorHandler
+KeyFunction = Callable[[Any], Hashable]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,7 @@ class StageOptions:
     # (``keep_alive=True``: ``KEEP_ALIVE_SECONDS``); ``None``: ended with its run.
     keep_alive: float | None = None
     timeout: float | None = None  # seconds one call may take (see _runtime/core/timeouts.py)
+    key: KeyFunction | None = None  # items with equal keys go to the same worker (keyed.py)
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
@@ -203,6 +205,7 @@ def make_options(*, name: object, **given: Any) -> StageOptions:
         resources=_resources(name, given.get("resources")),
         keep_alive=_keep_alive(name, given.get("keep_alive")),
         timeout=_seconds(name, "timeout", given.get("timeout")),
+        key=_key(name, given.get("key"), window),
     )
 
 
@@ -219,6 +222,22 @@ def _keep_alive(name: str, value: object) -> float | None:
     raise StageOptionError(
         name, "keep_alive", f"{value!r}: expected True, False or a positive number of seconds"
     )
+
+
+def _key(name: str, value: object, window: int | None) -> KeyFunction | None:
+    if value is None:
+        return None
+    if not callable(value):
+        raise StageOptionError(
+            name,
+            "key",
+            f"{value!r:.40}: expected a callable item -> hashable, e.g. lambda f: f.camera",
+        )
+    if window is not None:
+        # A window spans the stage's whole input; per-key windows are a keyed
+        # class stage that keeps each key's last items (docs/stages.md).
+        raise StageOptionError(name, "key", f"{value!r:.40}: cannot be combined with window=")
+    return cast("KeyFunction", value)
 
 
 def _retries(name: str, value: object) -> int:

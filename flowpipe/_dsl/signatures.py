@@ -20,7 +20,7 @@ a class, ``__call__(A) -> B``      any of the above        ``StageClass[A, B]``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, overload
 
 from typing_extensions import Never, TypeVar
@@ -52,6 +52,7 @@ class StageKwargs(TypedDict, total=False):
     resources: Mapping[str, float] | None
     keep_alive: bool | float
     timeout: float | None
+    key: Callable[[Any], Hashable] | None
 
 
 class CallsOne(Protocol[A_contra, B_co]):

@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
 from typing_extensions import Never, TypeVar, Unpack
 
-from .._errors import GraphError
+from .._errors import GraphError, StageOptionError
 from .compose import Composable, In, Out
 from .kinds import CallKind
 from .kinds import call_kind as _call_kind
 from .kinds import name_of as _name_of
 from .kinds import takes_no_argument as _takes_no_argument
 from .options import StageOptions, check_name, make_options
+from .wrapping import FromWrapped as _FromWrapped
+from .wrapping import WrapperType as _WrapperType
+from .wrapping import forwarded as _forwarded
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -38,40 +41,6 @@ Fn = TypeVar("Fn", bound=Callable[..., Any], covariant=True, default=Callable[..
 A = TypeVar("A", default=Any)  # unsolved (an untyped lambda): Any, not Never
 B = TypeVar("B", default=Any)
 Async = Coroutine[Any, Any, B]
-
-
-class _FromWrapped:
-    """A class attribute that, read on a stage, is its function's (what ``functools.wraps``
-    copies); read on the class, the class's own (``Stage.__doc__`` is this module's docstring).
-    """
-
-    __slots__ = ("attr", "on_class")
-
-    def __init__(self, attr: str, on_class: str | None) -> None:
-        self.attr = attr
-        self.on_class = on_class
-
-    def __get__(self, obj: object, owner: type | None = None) -> str | None:
-        if obj is None:
-            return self.on_class
-        return getattr(getattr(obj, "__wrapped__", None), self.attr, None)
-
-
-class _WrapperType(type):
-    """The type of ``Stage`` and ``StageClass``, so that ``_FromWrapped`` can be ``__module__``.
-
-    ``type`` hands a class's ``__module__`` out exactly as stored (pickle would
-    see the descriptor); with a metaclass, ``Stage.__module__`` finds this
-    class's plain string first and then asks the descriptor, which answers with
-    a string. (``__doc__`` needs no help: ``type`` asks a descriptor for it.)
-    """
-
-
-def _forwarded(obj: object, name: str) -> Any:
-    """``__getattr__`` of stages: ``__qualname__`` (``type`` takes it out of the class body)."""
-    if name in ("__qualname__", "__type_params__"):
-        return getattr(object.__getattribute__(obj, "__wrapped__"), name)
-    raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}")
 
 
 class Stage(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperType):
@@ -367,10 +336,17 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
         name=_name_of(fn) if name is None else check_name(_name_of(fn), name), **options
     )
     if isinstance(fn, type):
-        _call_kind(fn)  # validates __call__ now, at build time
+        kind = _call_kind(fn)  # validates __call__ now, at build time
+        if opts.key is not None and kind == "async":
+            raise StageOptionError(
+                opts.name,
+                "key",
+                f"{opts.key!r:.40}: an async stage has one worker (workers= is calls in flight)",
+            )
         made_class: StageClass[Any, Any] = StageClass(fn, opts)
         return made_class
     made: Stage[Any, Any] = Stage(fn, opts)
+    _check_key(opts, made.call_kind)
     if made.is_source and (
         opts.workers != 1
         or opts.batch is not None
@@ -382,6 +358,15 @@ def make_stage(fn: Any, options: dict[str, Any]) -> Any:
             "workers=, batch=, window= and timeout= do not apply to it"
         )
     return made
+
+
+def _check_key(opts: StageOptions, kind: CallKind) -> None:
+    if opts.key is not None and kind == "async":
+        raise StageOptionError(
+            opts.name,
+            "key",
+            f"{opts.key!r:.40}: an async stage has one worker (workers= is calls in flight)",
+        )
 
 
 def as_stage(obj: Any) -> Stage[Any, Any]:

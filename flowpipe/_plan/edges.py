@@ -19,13 +19,15 @@ that backend can do. An edge carries one of:
 An edge carries sealed slices when
 
 - its reading stage takes plain slices: a function or generator stage without
-  ``batch`` or ``window`` (those need the items one by one in the caller),
-  with the default buffer and ``overflow`` (a drop policy counts and drops
-  single items); and
+  ``batch``, ``window`` or ``key`` (those need the items one by one in the
+  caller), with the default buffer and ``overflow`` (a drop policy counts and
+  drops single items); and
 - every writer into it is a stage on the same backend that seals all of its
-  outputs, so every entry of the channel is a sealed slice. A stage seals only
-  if every edge it writes to carries sealed slices (a fan-out sends the same
-  entry to every branch); the source, a join and the caller read or write items.
+  outputs, so every entry of the channel is a sealed slice (a keyed stage
+  never seals: it hands on each run's outputs under the run's number). A stage
+  seals only if every edge it writes to carries sealed slices (a fan-out sends
+  the same entry to every branch); the source, a join and the caller read or
+  write items.
 
 Such a channel holds ``SEALED_PER_WORKER`` entries per reading worker, at
 least ``SEALED_MIN`` (each is a slice of the writer's, so far more work than a
@@ -126,6 +128,7 @@ def _reads_sealed(node: StageNode, caps: Capabilities) -> bool:
         and opts.buffer is None
         and opts.overflow == "block"
         and opts.timeout is None  # timed: one call per slice, which a sealed slice is not
+        and not node.keyed  # its router computes keys in the caller: it needs items
     )
 
 
@@ -142,6 +145,7 @@ def plan_edges(plan: Plan, capabilities: Mapping[str, Capabilities]) -> Plan:
         node = nodes[reader]
         return (
             node.backend == writer.backend
+            and not writer.keyed  # a keyed worker hands each run's outputs on by itself
             and _reads_sealed(node, capabilities[node.backend])
             and _OTHER not in links.writers.get(reader, [])
         )

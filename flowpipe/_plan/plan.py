@@ -24,6 +24,13 @@ class StageNode(NamedTuple):
     stage: Stage[Any, Any]
     backend: str
 
+    @property
+    def keyed(self) -> bool:
+        """Whether a router sends each item to its key's worker (``key=`` on several
+        workers): then every worker has an input channel of its own."""
+        opts = self.stage.options
+        return opts.key is not None and opts.workers > 1 and self.stage.call_kind != "async"
+
 
 class FanOutNode(NamedTuple):
     """A fan-out: its branches, joined into tuples (or dicts, with ``keys``) or merged."""

@@ -73,6 +73,19 @@ def test_edges_that_need_single_items_do_not_bundle() -> None:
     }
 
 
+def test_edges_into_and_out_of_a_keyed_stage_carry_items() -> None:
+    # Its router computes keys in the caller; its workers hand on each run's outputs.
+    keyed = stage(inc, name="keyed", workers=2, key=lambda x: x % 2)
+    pipe = stage(inc, name="a") | keyed | stage(inc, name="b") | stage(inc, name="c")
+    assert bundled_edges(pipe) == {
+        "a": (False, False),
+        "keyed": (False, False),
+        "b": (False, True),
+        "c": (True, False),
+    }
+    assert (pipe.run(range(500), backend=P)) == [x + 4 for x in range(500)]
+
+
 def test_a_fan_out_bundles_only_when_every_branch_can_take_bundles() -> None:
     both = bundled_edges(stage(inc, name="a") | (stage(inc, name="x"), stage(double, name="y")))
     # the branches bundle nothing out: a join zips single items

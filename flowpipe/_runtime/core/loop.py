@@ -36,11 +36,12 @@ from .shaping import (
     slice_bytes,
     slice_size,
 )
-from .state import Opener, RunState
+from .state import Gate, Opener, RunState
 from .timeouts import TimedCalls, timed
 
 if TYPE_CHECKING:
     from ..._plan.plan import StageNode
+    from .keyed import KeyRouter
 
 ASYNC_GROUP_SECONDS = 0.005  # an async stage elsewhere waits this long to fill a group
 
@@ -130,6 +131,8 @@ class InFlight(NamedTuple):
     items: list[Any]
     asked: float  # when the worker began to wait for it (clock)
     taken: float  # when it was taken
+    # A keyed stage's runs called as this one slice: (seq, offset, items) each.
+    runs: list[tuple[int, int, list[Any]]] | None = None
 
 
 def streams_outputs(node: StageNode) -> bool:
@@ -157,6 +160,7 @@ class StageRun:
         emitter: Emitter,
         state: RunState,
         sealed: tuple[bool, bool] = (False, False),
+        router: KeyRouter | None = None,
     ) -> None:
         opts = node.stage.options
         self.node = node
@@ -167,7 +171,9 @@ class StageRun:
         threads = 1 if node.stage.call_kind == "async" else opts.workers
         self.counters = [self.counters_class() for _ in range(threads)]
         ordered_many = opts.ordered and (opts.workers > 1 or node.stage.call_kind == "async")
-        room = state.gate(2 * opts.workers + 2) if ordered_many else None
+        room: Gate | None = None
+        if ordered_many:  # a keyed stage's room is the router's: a budget per worker
+            room = router.room if router is not None else state.gate(2 * opts.workers + 2)
         self.reorderer = Reorderer(emitter, room) if room is not None else None
         if self.reorderer is not None:
             state.on_stop.append(self.reorderer.abort)
@@ -177,6 +183,8 @@ class StageRun:
         # A backend that runs the calls elsewhere (a worker process) sets this;
         # taking, ordering and emitting stay here, the same for every backend.
         self.caller_factory: CallerFactory | None = None
+        # A keyed stage (``key=``): its router gives each worker a channel of its own.
+        self.router = router
         # Whether the edge into / out of this stage carries sealed slices (the
         # plan's ``EdgePlan``): then entries are counted by what they carry.
         self.sealed_in, self.sealed_out = sealed
@@ -219,7 +227,7 @@ class StageRun:
             kept = keep.take(key)
             caller = LocalCaller(self.node, counters, self.state.open_handles, kept)
         try:
-            WorkerLoop(self, caller, counters).run()
+            WorkerLoop(self, caller, counters, wid).run()
         except BaseException:
             try:  # the error in flight is the run's error, not one close() may raise
                 caller.close()
@@ -256,7 +264,9 @@ class WorkerLoop:
     for input must never hold back outputs that are already computed.
     """
 
-    def __init__(self, stage_run: StageRun, caller: Caller, counters: WorkerCounters) -> None:
+    def __init__(
+        self, stage_run: StageRun, caller: Caller, counters: WorkerCounters, wid: int = 0
+    ) -> None:
         opts = stage_run.node.stage.options
         self.sr = stage_run
         self.caller = caller
@@ -268,6 +278,8 @@ class WorkerLoop:
             self.batch, self.timeout = opts.workers, ASYNC_GROUP_SECONDS
         self.pending: deque[InFlight] = deque()
         self.last_done = 0.0  # when the slice received last was handed on
+        # Keyed: this worker's own channel, whose entries are runs (a run is a slice).
+        self.inbox = stage_run.router.inboxes[wid] if stage_run.router is not None else None
 
     def run(self) -> None:
         pending, ended = self.pending, False
@@ -287,9 +299,11 @@ class WorkerLoop:
         """The next slice; ``None`` at the end of input; ``False`` (only when not
         ``wait``ing) if none is ready now or there is no room to reorder one."""
         sr, sizer, batch = self.sr, self.sizer, self.batch
-        room = sr.reorderer.room if sr.reorderer is not None else None
+        room = sr.reorderer.room if sr.reorderer is not None and self.inbox is None else None
         clock = time.perf_counter
         t0 = clock()
+        if self.inbox is not None:
+            return self._take_runs(wait, t0)
         got: tuple[int, int, list[Any]] | Literal[False] | None
         if wait:
             if room is not None:
@@ -307,17 +321,39 @@ class WorkerLoop:
         t1 = clock()
         if self.counters.started is None:  # busy shares count from the first input on
             self.counters.started = t1
-        return InFlight(*got, t0 if wait else t1, t1)
+        seq, offset, items = got
+        return InFlight(seq, offset, items, t0 if wait else t1, t1)
+
+    def _take_runs(self, wait: bool, t0: float) -> InFlight | Literal[False] | None:
+        """A keyed stage's next slice: one or more runs from this worker's inbox."""
+        assert self.inbox is not None
+        got = self.inbox.take(wait)
+        if not got:
+            return got
+        t1 = time.perf_counter()
+        if self.counters.started is None:
+            self.counters.started = t1
+        return InFlight(got[0], got[1], got[2], t0 if wait else t1, t1, got[3])
 
     def _finish(self, slice_: InFlight) -> None:
         """Receive the oldest slice, hand its outputs on, count it."""
         sr, clock = self.sr, time.perf_counter
         sink = PartSink(sr, slice_.seq) if sr.streams else None
         self.counters.calling = clock()  # for a stall watch: inside a call since
-        outputs = self.caller.receive(sink)
-        t2 = clock()
-        self.counters.calling = 0.0
-        sr.hand_on(slice_.seq, outputs)
+        if slice_.runs is None:
+            outputs = self.caller.receive(sink)
+            t2 = clock()
+            self.counters.calling = 0.0
+            sr.hand_on(slice_.seq, outputs)
+        else:
+            try:
+                outputs = self.caller.receive(sink)
+            except StageError as exc:
+                remap_error(exc, slice_.runs)
+                raise
+            t2 = clock()
+            self.counters.calling = 0.0
+            hand_on_runs(sr, slice_.runs, outputs)
         t3 = clock()
         # Busy from when the worker could start on it: its submission, or the end
         # of the slice before it (slices in flight queue at the worker).
@@ -325,6 +361,8 @@ class WorkerLoop:
         self.last_done = t3
         items = slice_.items
         self.sizer.update(len(items), t2 - start, slice_bytes(self.sizer, items, outputs))
+        if self.inbox is not None:  # the router cuts this worker's runs to its slice size
+            self.inbox.limit = self.batch or self.sizer.size
         n_in = sealed_count(items) if sr.sealed_in else len(items)
         n_out = sealed_count(outputs) if sr.sealed_out else len(outputs)
         if sink is not None:
@@ -332,6 +370,38 @@ class WorkerLoop:
         calls = 1 if sr.node.stage.options.batch else n_in
         asked = slice_.asked - slice_.taken + start
         self.counters.count_slice(n_in, n_out, calls, asked, start, t2, t3)
+
+
+def hand_on_runs(sr: StageRun, runs: list[tuple[int, int, list[Any]]], outputs: list[Any]) -> None:
+    """A slice of several runs is done: each run's outputs (one per input) leave in its turn."""
+    if sr.reorderer is None:
+        sr.emitter.emit(outputs)
+        return
+    done: list[tuple[int, list[Any]]] = []
+    start = 0
+    for seq, _, items in runs:
+        end = start + len(items)
+        done.append((seq, outputs[start:end]))
+        start = end
+    sr.reorderer.complete_many(done)
+
+
+def remap_error(exc: StageError, runs: list[tuple[int, int, list[Any]]]) -> None:
+    """``exc`` from a slice of several runs names its input as if they were one stretch
+    from the first run's offset: make it name the input's own position."""
+    if exc.index is None:
+        return
+    k = exc.index - runs[0][1]
+    for _, offset, items in runs:
+        if k < len(items):
+            index = offset + k
+            break
+        k -= len(items)
+    else:
+        return
+    if index != exc.index:
+        exc.args = (exc.args[0].replace(f"input #{exc.index} ", f"input #{index} ", 1),)
+        exc.index = index
 
 
 class PartSink:

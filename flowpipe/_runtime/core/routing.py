@@ -65,15 +65,31 @@ class Reorderer:
     def complete(self, seq: int, outputs: list[Any]) -> None:
         with self._lock:
             self._pending[seq] = outputs
+        self._release()
+
+    def complete_many(self, done: list[tuple[int, list[Any]]]) -> None:
+        """Several slices done at once (a keyed stage's worker calls several runs as one)."""
+        with self._lock:
+            self._pending.update(done)
+        self._release()
+
+    def _release(self) -> None:
+        """Emit every slice whose turn has come; consecutive ones as one emit."""
         with self._turn:
             while True:
                 with self._lock:
                     ready = self._pending.pop(self._next, None)
                     if ready is None:
                         return
-                    self._next += 1
+                    n, pending = 1, self._pending
+                    if self._next + 1 in pending:  # one list, never the caller's
+                        ready = list(ready)
+                        while (more := pending.pop(self._next + n, None)) is not None:
+                            ready.extend(more)
+                            n += 1
+                    self._next += n
                 self.emitter.emit(ready)
-                self.room.release()
+                self.room.release(n)
                 self._turn.notify_all()
 
     def part(self, seq: int, outputs: list[Any]) -> None:

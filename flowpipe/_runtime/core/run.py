@@ -68,7 +68,12 @@ class _Builder:
         sealed = self.edges.sealed(step.position)
         if sealed[0]:  # the plan: this edge carries sealed slices, counted as entries
             inp.carry_bundles(sealed_capacity(opts.workers))
-        stage_run = StageRun(step, inp, Emitter(downstream), self.state, sealed)
+        router = None
+        if step.keyed:  # the plan: a router sends each item to its key's worker
+            from .keyed import KeyRouter  # only a run with a keyed stage needs it
+
+            router = KeyRouter(step, inp, self.state)
+        stage_run = StageRun(step, inp, Emitter(downstream), self.state, sealed, router)
         self.stage_runs.append(stage_run)
         return [inp]
 
@@ -80,6 +85,10 @@ class _Builder:
             owner = Owner(stage_run.node.label, backend.capabilities.in_caller)
             self.owners.update((id(w), owner) for w in started)
             self.workers.extend(started)
+            if stage_run.router is not None:
+                self.workers.append(
+                    start_thread(f"{stage_run.node.label}-keys", stage_run.router.run)
+                )
         for args in self.joins:
             self.workers.append(start_thread("join", join_rows, *args))
             self.owners[id(self.workers[-1])] = Owner("join", True)

@@ -59,7 +59,7 @@ class DeviceDealer:
                 "resources",
                 f"asks for {per_worker} GPU(s) per worker; this machine has {have} ({where})",
             )
-        dealt = []
+        dealt: list[str] = []
         for _ in range(workers):
             picks = [self.devices[(self.next + k) % have] for k in range(per_worker)]
             self.next = (self.next + per_worker) % have
