@@ -225,9 +225,11 @@ class RemoteCaller:
         self.broken = False
         first, offset = lost[0]
         crash = self._crash(offset, len(first))
-        self._replace()
         if self.policy.retries == 0 and self.policy.handler == "raise":
+            # No fresh worker to wait for: its start could take long, or never come
+            # (a lost node held the only resources), and nothing would run on it.
             raise self._crashed(offset, first[0] if len(first) == 1 else first, crash)
+        self._replace()
         logger.warning("stage %r: %s; going on with a fresh %s", self.label, crash, self.what)
         self.counters.errors += 1
         if self.policy.retries:
@@ -263,11 +265,11 @@ class RemoteCaller:
                     if self.state.stopped:
                         raise Aborted from None
                     crash = self._crash(offset + k, 1)
-                    self._replace()
                     try:
                         again = self.policy.should_retry([item], offset + k, crash, attempt)
                     except StageError:
                         raise self._crashed(offset + k, item, crash) from crash
+                    self._replace()
                     if not again:
                         break
                     attempt += 1
