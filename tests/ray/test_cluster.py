@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -32,6 +33,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 DRIVER = Path(__file__).with_name("cluster_driver.py")
 START_SECONDS = 150.0  # the head and two nodes, on a loaded machine
 ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "scaling-out.md"
 ANSWER = "flowpipe-cluster-driver: "  # how the driver's answer lines begin (its first argument)
 
 
@@ -161,3 +163,25 @@ def test_a_driver_connected_by_address_runs_the_pipeline_unchanged(driver: Clust
     seen = driver.ask("same_as_local")
     assert seen["outputs"] == seen["local"] == [x * x for x in range(30)]
     assert seen["connected_to"] == driver.hello["address"]
+
+
+def docs_cluster_example() -> tuple[str, str]:
+    """The code and printed output of the docs' cluster example (the block marked as run here)."""
+    text = DOCS.read_text(encoding="utf-8")
+    found = re.search(
+        r"<!-- skip: needs a cluster; tests/ray/test_cluster.py runs this block.*?-->\n"
+        r"```python\n(?P<code>.*?)```\n\s*```text\n(?P<out>.*?)```",
+        text,
+        flags=re.DOTALL,
+    )
+    assert found, f"{DOCS.name}: the cluster example is not marked as run by this module"
+    return found["code"], found["out"]
+
+
+def test_the_docs_cluster_example_runs_in_a_driver_that_joins_by_ray_address(
+    driver: ClusterDriver,
+) -> None:
+    code, printed = docs_cluster_example()
+    seen = driver.ask("run_script", timeout=120.0, code=code, timeout_s=100.0)
+    assert seen["returncode"] == 0, seen["stderr"]
+    assert seen["stdout"] == printed
