@@ -52,6 +52,7 @@ RAY_SLICE_SECONDS = 0.01  # a remote call costs ~0.3 ms: give each slice more wo
 RAY_SLICE_BYTES: int | None = 8 << 20  # ... but at most this much of large buffers
 RAY_DEPTH = 2  # slices in flight per actor (3 or 4 measured no faster on frames)
 WHAT = "Ray actor"
+START_TRIES = 3  # new actors tried in turn when each dies before it is up (a lost node)
 # Ray's own names for the resources it schedules by; anything else is a custom resource.
 _NAMED = ("num_cpus", "num_gpus", "memory")
 
@@ -160,6 +161,10 @@ class _StageActor:
         self.replies: queue.Queue[PartOutputs | SliceOutputs | Failure] = queue.Queue(maxsize=1)
         self.slice: threading.Thread | None = None
         self.stopping = threading.Event()
+
+    def ready(self) -> bool:
+        """Answers once the actor is up (before any of the stage's code runs in it)."""
+        return True
 
     def setup(self, path: list[str], stage_bytes: bytes) -> Ready | Failure:
         for entry in path:  # the driver's import path, so its modules resolve here too
@@ -380,8 +385,28 @@ class RayWorker:
                 return cls._setup(ray, reused, label, state, poolable, stage_bytes)
             except WorkerDied:  # it died while idle (or Ray restarted): start a new one
                 pass
-        actor = actor_class(ray).options(**options).remote()
-        return cls._setup(ray, actor, label, state, poolable, stage_bytes)
+        tries = START_TRIES
+        while True:
+            try:  # a lost node may have held the only place it fits: it would wait forever
+                check_resources(ray, label, options)
+            except StageOptionError as gone:
+                raise WorkerDied(
+                    f"no node of the Ray cluster can take it any more ({gone})"
+                ) from gone
+            actor = actor_class(ray).options(**options).remote()
+            fresh = cls(ray, actor, label, state, poolable)
+            try:
+                fresh._wait(actor.ready.remote())
+            except WorkerDied:
+                # It died before any of the stage's code ran: Ray placed it on a node
+                # that was lost (and not yet known to be), or could not start it.
+                fresh.close()
+                tries -= 1
+                if not tries:
+                    raise
+                logger.warning("stage %r: a new %s died starting; starting another", label, WHAT)
+                continue
+            return cls._setup(ray, actor, label, state, poolable, stage_bytes)
 
     @classmethod
     def _setup(

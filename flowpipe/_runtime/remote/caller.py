@@ -356,10 +356,16 @@ class RemoteCaller:
         first, offset = lost[0]
         n = sum(len(items) for items, _ in lost)
         crash = self._crash(offset, n)
-        self._replace()
         fail = self.policy.retries == 0 and self.policy.handler == "raise"
         if fail and (n == 1 or self.stage_run.node.stage.options.batch is not None):
+            # No fresh worker to wait for: its start could take long, or never come
+            # (a lost node held the only resources), and nothing would run on it.
             raise self._crashed(offset, first[0] if len(first) == 1 else first, crash)
+        try:
+            self._replace()
+        except WorkerCrashed as no_fresh:  # e.g. a lost node held the only place it fits
+            note = WorkerDied(f"{crash}; {no_fresh.__cause__}")
+            raise self._crashed(offset, first[0] if len(first) == 1 else first, note) from crash
         self.counters.errors += 1
         if fail:
             logger.info("stage %r: %s; running them again one by one", self.label, crash)
@@ -413,10 +419,17 @@ class RemoteCaller:
                         raise Aborted from None
                     else:
                         exc = self._crash(offset + k, 1)
-                        self._replace()
                         if self.hunting is not None:  # the input that killed the worker
                             self.hunting = None  # before: this was its second attempt
                             attempt = max(attempt, 2)
+                        # Asked before a fresh worker starts: failing needs none, and a
+                        # lost node may have held the only resources it could start on.
+                        again = self._should_retry([item], offset + k, exc, attempt)
+                        self._replace()
+                        if not again:
+                            break
+                        attempt += 1
+                        continue
                     again = self._should_retry([item], offset + k, exc, attempt)
                     if not again:
                         break
