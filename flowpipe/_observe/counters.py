@@ -46,18 +46,34 @@ class WorkerCounters:
         self.started: float | None = None  # perf_counter() at the worker's first input
 
     def count_slice(
-        self, items_in: int, items_out: int, calls: int, t0: float, t1: float, t2: float, t3: float
+        self,
+        items_in: int,
+        items_out: int,
+        calls: int,
+        t0: float,
+        t1: float,
+        t2: float,
+        t3: float,
+        held: float = 0.0,
+        per_call: bool = True,
     ) -> None:
         """Count one slice: waited for from ``t0``, taken at ``t1``, called until ``t2``,
         its outputs handed on by ``t3`` (``perf_counter()`` readings). Shares are of
-        the time from the first input on, so the wait for that input does not count."""
+        the time from the first input on, so the wait for that input does not count.
+
+        A generator stage hands outputs on while it runs: ``held`` is the part of
+        ``t1``..``t2`` it spent waiting for room downstream (blocked, not busy);
+        its latency is per output, not per call (``per_call=False``: the caller
+        counts it, ``record_latency`` over each part's outputs)."""
         self.items_in += items_in
         self.items_out += items_out
         self.calls += calls
-        self.record_latency(t2 - t1, calls)
+        busy = t2 - t1 - held
+        if per_call:
+            self.record_latency(busy, calls)
         self.waiting += t1 - (t0 if self.started is None else max(t0, self.started))
-        self.busy += t2 - t1
-        self.blocked += t3 - t2
+        self.busy += busy
+        self.blocked += t3 - t2 + held
 
     def record_latency(self, seconds: float, calls: int) -> None:
         """Count ``calls`` calls that took ``seconds`` in all (a slice: its mean per call)."""

@@ -31,7 +31,8 @@ class StageStats:
     """Calls that raised (retried ones included)."""
     retries: int
     busy_s: float
-    """Seconds spent in the stage's function, summed over workers."""
+    """Seconds spent in the stage's function, summed over workers. A generator
+    suspended at ``yield`` while the next buffer is full is blocked, not busy."""
     waiting_s: float
     """Seconds its workers waited for input."""
     blocked_s: float
@@ -45,7 +46,8 @@ class StageStats:
     calls: int = 0
     """Calls of the stage's function (one per item; one per batch with ``batch=``)."""
     latency_p50_s: float | None = None
-    """Median seconds per call (``None`` before the first call)."""
+    """Median seconds per call (``None`` before the first call); for a generator stage
+    and a source, seconds per output (the time to make each)."""
     latency_p99_s: float | None = None
     """99th percentile of seconds per call."""
     span_s: float = 0.0
@@ -185,6 +187,8 @@ _HEAD = (
     "errors",
     "retries",
     "busy",
+    "wait",
+    "blocked",
     "p50",
     "p99",
     "items/s",
@@ -249,6 +253,8 @@ class RunStats:
                 str(s.errors),
                 str(s.retries),
                 f"{s.busy_share:.0%}",
+                f"{s.waiting_share:.0%}",
+                f"{s.blocked_share:.0%}",
                 format_seconds(s.latency_p50_s),
                 format_seconds(s.latency_p99_s),
                 f"{s.throughput:,.0f}",

@@ -113,6 +113,41 @@ def test_stats_are_live_while_the_run_goes_on_and_final_after(backend: str) -> N
     assert run.stats == final  # once ended, the numbers stay put
 
 
+def test_a_generator_waiting_for_room_downstream_is_blocked_not_busy(backend: str) -> None:
+    """A generator stage, and a source stage, feeding a slower stage: the slower stage
+    is the bottleneck in every run; the generator's time suspended at ``yield`` (the
+    next buffer is full) is blocked, and its p50 is the time to make one output."""
+
+    @stage
+    def read(path: int) -> Iterator[int]:
+        yield from range(60)  # quick: a video decoded faster than it is analysed
+
+    @stage
+    def camera() -> Iterator[int]:
+        yield from range(60)
+
+    @stage(buffer=2)
+    def slow(x: int) -> int:
+        time.sleep(0.003)  # the work
+        return x
+
+    for run_no in range(3):
+        runs = [(read | slow).iter([0], backend=backend), (camera | slow).iter(backend=backend)]
+        for run, name in zip(runs, ("read", "camera")):
+            with run:
+                assert list(run) == list(range(60))
+            stats = run.stats
+            gen = stats[name]
+            assert stats.bottleneck is not None, str(stats)
+            assert stats.bottleneck.name == "slow", (run_no, str(stats))
+            assert stats.why.startswith("slow (busy "), stats.why
+            assert gen.blocked_share > 0.5, str(stats)
+            assert gen.busy_share < 0.25, str(stats)
+            assert gen.latency_p50_s is not None
+            assert gen.latency_p50_s < 0.003, str(stats)  # per output, not the generator's life
+            assert gen.items_out == 60
+
+
 # -- bottleneck and advice -----------------------------------------------------------------
 
 

@@ -69,6 +69,16 @@ def test_a_slice_counts_as_its_calls_at_their_mean_latency() -> None:
     assert p50 == pytest.approx(0.001, rel=0.05)
 
 
+def test_time_a_generator_spent_handing_parts_on_is_blocked_not_busy() -> None:
+    c = WorkerCounters()
+    # taken at 1.0, called until 3.0, of which 1.5 s handing parts on; handed on by 3.5
+    c.count_slice(1, 10, 1, 0.5, 1.0, 3.0, 3.5, held=1.5, per_call=False)
+    assert (c.busy, c.blocked, c.waiting) == (0.5, 2.0, 0.5)
+    assert sum(c.latency) == 0  # a generator's latency is counted per output, by parts
+    c.count_slice(1, 1, 1, 3.5, 3.5, 3.6, 3.6)
+    assert sum(c.latency) == 1
+
+
 def test_no_calls_no_latency() -> None:
     assert latency_percentiles([WorkerCounters().latency], (0.5, 0.99)) == [None, None]
     assert latency_percentiles([], (0.5,)) == [None]
@@ -201,11 +211,11 @@ def test_the_table_shows_every_column_then_bottleneck_and_advice() -> None:
     lines = text.splitlines()
     assert lines[0].split() == [
         "stage", "workers", "in", "out", "skipped", "dropped", "errors", "retries",
-        "busy", "p50", "p99", "items/s", "buffer", "peak",
+        "busy", "wait", "blocked", "p50", "p99", "items/s", "buffer", "peak",
     ]  # fmt: skip
     assert lines[3].split() == [
-        "detect", "1", "100", "100", "0", "0", "0", "0", "97%", "10ms", "20ms", "100",
-        "0/1024", "3",
+        "detect", "1", "100", "100", "0", "0", "0", "0", "97%", "3%", "0%", "10ms", "20ms",
+        "100", "0/1024", "3",
     ]  # fmt: skip
     assert lines[-2] == "elapsed 1.000s; bottleneck: detect (busy 97%)"
     assert lines[-1].startswith("advice: `detect` is busy 97%")

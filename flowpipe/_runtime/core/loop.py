@@ -280,37 +280,58 @@ class WorkerLoop:
     def _finish(self, slice_: InFlight) -> None:
         """Receive the oldest slice, hand its outputs on, count it."""
         sr, clock = self.sr, time.perf_counter
-        sink = PartSink(sr, slice_.seq) if sr.streams else None
+        # Busy from when the worker could start on it: its submission, or the end
+        # of the slice before it (slices in flight queue at the worker).
+        start = max(slice_.taken, self.last_done)
+        sink = PartSink(sr, slice_.seq, self.counters, start) if sr.streams else None
         outputs = self.caller.receive(sink)
         t2 = clock()
         sr.hand_on(slice_.seq, outputs)
         t3 = clock()
-        # Busy from when the worker could start on it: its submission, or the end
-        # of the slice before it (slices in flight queue at the worker).
-        start = max(slice_.taken, self.last_done)
         self.last_done = t3
         items = slice_.items
-        self.sizer.update(len(items), t2 - start, slice_bytes(self.sizer, items, outputs))
+        held = sink.blocked if sink is not None else 0.0
+        self.sizer.update(len(items), t2 - start - held, slice_bytes(self.sizer, items, outputs))
         n_in = sealed_count(items) if sr.sealed_in else len(items)
         n_out = sealed_count(outputs) if sr.sealed_out else len(outputs)
-        if sink is not None:
+        if sink is not None:  # a generator: latency per output, its last ones now
+            self.counters.record_latency(t2 - sink.mark, n_out)
             n_out += sink.handed_on
         calls = 1 if sr.node.stage.options.batch else n_in
         asked = slice_.asked - slice_.taken + start
-        self.counters.count_slice(n_in, n_out, calls, asked, start, t2, t3)
+        self.counters.count_slice(
+            n_in, n_out, calls, asked, start, t2, t3, held, per_call=sink is None
+        )
 
 
 class PartSink:
-    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs."""
+    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs.
 
-    __slots__ = ("handed_on", "seq", "stage_run")
+    The time it waits handing a part on (the next buffer is full) is the
+    generator's ``blocked`` time, not its work; the time between parts, over
+    the outputs of the part, is its latency per output.
+    """
 
-    def __init__(self, stage_run: StageRun, seq: int) -> None:
+    __slots__ = ("blocked", "counters", "handed_on", "mark", "seq", "stage_run")
+
+    def __init__(
+        self, stage_run: StageRun, seq: int, counters: WorkerCounters, started: float
+    ) -> None:
         self.stage_run = stage_run
         self.seq = seq
+        self.counters = counters
         self.handed_on = 0  # outputs (in items, not sealed slices)
+        self.blocked = 0.0  # seconds spent handing parts on
+        self.mark = started  # when the outputs of the next part began to be made
 
     def __call__(self, outputs: list[Any]) -> None:
-        sr = self.stage_run
-        self.handed_on += sealed_count(outputs) if sr.sealed_out else len(outputs)
-        sr.hand_on_part(self.seq, outputs)
+        sr, clock = self.stage_run, time.perf_counter
+        t0 = clock()
+        n = sealed_count(outputs) if sr.sealed_out else len(outputs)
+        self.handed_on += n
+        self.counters.record_latency(t0 - self.mark, n)
+        try:
+            sr.hand_on_part(self.seq, outputs)
+        finally:
+            self.mark = clock()
+            self.blocked += self.mark - t0
