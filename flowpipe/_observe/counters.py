@@ -29,6 +29,7 @@ class WorkerCounters:
         "retries",
         "skipped",
         "started",
+        "startup",
         "waiting",
     )
 
@@ -44,6 +45,9 @@ class WorkerCounters:
         self.blocked = 0.0  # seconds blocked handing outputs on
         self.latency: list[int] = [0] * LATENCY_BUCKETS  # calls per latency bucket
         self.started: float | None = None  # perf_counter() at the worker's first input
+        # Seconds spent starting the worker: a worker process's boot, a class stage's
+        # ``__init__`` (a model load); every start, a replacement after a crash too.
+        self.startup = 0.0
 
     def count_slice(
         self,

@@ -61,6 +61,9 @@ class StageStats:
     batch: int | None = None
     source: bool = False
     """A source stage (it takes no input; its row counts what it yielded)."""
+    startup_s: float = 0.0
+    """Seconds its slowest worker took to start: a worker process's boot, a class
+    stage's ``__init__`` (a model load); restarts after a crash included."""
 
     @property
     def busy_share(self) -> float:
@@ -152,6 +155,7 @@ def combine(
         on_this_machine=on_this_machine,
         batch=batch,
         source=source,
+        startup_s=max((c.startup for c in counters), default=0.0),
     )
 
 
@@ -186,6 +190,7 @@ _HEAD = (
     "dropped",
     "errors",
     "retries",
+    "start",
     "busy",
     "wait",
     "blocked",
@@ -220,15 +225,36 @@ class RunStats:
 
         Ranking by work done rather than by ``busy_share`` keeps a short run fair:
         a stage whose worker process started late looks busy over its short life.
+        A run that spent most of its time starting a stage's workers (``starting``)
+        was limited by that start: then it is that stage.
         """
+        starting = self.starting
+        if starting is not None:
+            return starting
         working = [s for s in self.stages if s.busy_s > 0]
         return max(working, key=lambda s: s.load_s, default=None)
+
+    @property
+    def starting(self) -> StageStats | None:
+        """The stage whose workers' start took at least half the run, if one did (the
+        slowest to start)."""
+        slowest = max(self.stages, key=lambda s: s.startup_s, default=None)
+        if slowest is None or slowest.startup_s < STARTUP_SHARE * self.elapsed_s:
+            return None
+        return slowest
 
     @property
     def why(self) -> str:
         """Why the bottleneck is the bottleneck, in words (``""`` before any work)."""
         neck = self.bottleneck
-        return "" if neck is None else f"{neck.name} (busy {neck.busy_share:.0%})"
+        if neck is None:
+            return ""
+        if neck is self.starting:
+            return (
+                f"{neck.name} (start-up {format_seconds(neck.startup_s)} "
+                f"of the run's {format_seconds(self.elapsed_s)})"
+            )
+        return f"{neck.name} (busy {neck.busy_share:.0%})"
 
     @property
     def advice(self) -> tuple[str, ...]:
@@ -252,6 +278,7 @@ class RunStats:
                 str(s.dropped),
                 str(s.errors),
                 str(s.retries),
+                format_seconds(s.startup_s) if s.startup_s > 0 else "-",
                 f"{s.busy_share:.0%}",
                 f"{s.waiting_share:.0%}",
                 f"{s.blocked_share:.0%}",
@@ -344,10 +371,19 @@ BUSY = 0.75  # a stage busier than this is saturated
 MARGIN = 0.15  # ...and limits the run when the next stage has < 85% of its work per worker
 MIN_CALLS = 10  # fewer calls than this are too few to judge
 SHORT_CALL = 1e-3  # seconds: calls shorter than this are dominated by per-call costs
+STARTUP_SHARE = 0.5  # a stage whose start took this share of the run limited it
 
 
 def advise(stats: RunStats) -> tuple[str, ...]:
     """Suggestions from the measured numbers; see ``docs/observing.md`` for the rules."""
+    starting = stats.starting
+    if starting is not None:
+        return (
+            f"`{starting.name}`'s workers took {format_seconds(starting.startup_s)} to start "
+            f"(a worker process, its `__init__`, a model load) of the run's "
+            f"{format_seconds(stats.elapsed_s)}: the run is mostly start-up; a longer run "
+            "spreads that cost, and `keep_alive=True` keeps the workers for the next run",
+        )
     working = [s for s in stats.stages if not s.source and s.calls >= MIN_CALLS]
     if not working:
         return ()

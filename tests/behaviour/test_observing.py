@@ -148,6 +148,34 @@ def test_a_generator_waiting_for_room_downstream_is_blocked_not_busy(backend: st
             assert gen.items_out == 60
 
 
+def test_a_run_that_went_into_start_up_says_so(backend: str) -> None:
+    """A class stage whose ``__init__`` (a model load) takes most of the run: its start
+    is shown, and the run says start-up limited it, not a 0%-busy stage."""
+
+    @stage
+    class Model:
+        def __init__(self) -> None:
+            time.sleep(0.6)  # loading a model
+
+        def __call__(self, x: int) -> int:
+            return x
+
+    @stage
+    def add_offset(x: int) -> int:
+        return x + 1
+
+    with (Model() | add_offset).iter(range(20), backend=backend) as run:
+        assert list(run) == list(range(1, 21))
+    stats = run.stats
+    assert stats["Model"].startup_s >= 0.6
+    assert stats["add_offset"].startup_s < stats["Model"].startup_s
+    assert stats.starting is stats.bottleneck is stats["Model"]
+    assert stats.why.startswith("Model (start-up "), stats.why
+    assert "start-up" in stats.advice[0]
+    assert "`keep_alive=True`" in stats.advice[0]
+    assert "start" in str(stats).splitlines()[0].split()
+
+
 # -- bottleneck and advice -----------------------------------------------------------------
 
 

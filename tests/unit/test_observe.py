@@ -127,6 +127,18 @@ def test_the_bottleneck_is_the_stage_with_most_work_per_worker() -> None:
     assert run_of().why == ""
 
 
+def test_a_run_mostly_spent_starting_names_the_start_not_an_idle_stage() -> None:
+    stats = run_of(make("Model", 0.0, startup_s=0.8), make("add_offset", 0.0), make("c", 0.01))
+    assert stats.starting is stats.bottleneck
+    assert stats.bottleneck is not None
+    assert stats.bottleneck.name == "Model"
+    assert stats.why == "Model (start-up 800ms of the run's 1.00s)"
+    assert stats.advice[0].startswith("`Model`'s workers took 800ms to start")
+    quick = run_of(make("Model", 0.9, startup_s=0.3), make("b", 0.1))
+    assert quick.starting is None
+    assert quick.why == "Model (busy 90%)"
+
+
 # -- advice rules ------------------------------------------------------------------------------
 
 
@@ -211,10 +223,10 @@ def test_the_table_shows_every_column_then_bottleneck_and_advice() -> None:
     lines = text.splitlines()
     assert lines[0].split() == [
         "stage", "workers", "in", "out", "skipped", "dropped", "errors", "retries",
-        "busy", "wait", "blocked", "p50", "p99", "items/s", "buffer", "peak",
+        "start", "busy", "wait", "blocked", "p50", "p99", "items/s", "buffer", "peak",
     ]  # fmt: skip
     assert lines[3].split() == [
-        "detect", "1", "100", "100", "0", "0", "0", "0", "97%", "3%", "0%", "10ms", "20ms",
+        "detect", "1", "100", "100", "0", "0", "0", "0", "-", "97%", "3%", "0%", "10ms", "20ms",
         "100", "0/1024", "3",
     ]  # fmt: skip
     assert lines[-2] == "elapsed 1.000s; bottleneck: detect (busy 97%)"

@@ -187,10 +187,12 @@ class StageRun:
 
     def _with_caller(self, wid: int) -> None:
         counters = self.counters[wid]
+        t0 = time.perf_counter()
         if self.caller_factory is not None:
             caller: Caller = self.caller_factory(wid, counters)
         else:
             caller = LocalCaller(self.node, counters, self.state.open_handles)
+        counters.startup += time.perf_counter() - t0  # a class stage's __init__, a process boot
         try:
             WorkerLoop(self, caller, counters).run()
         except BaseException:

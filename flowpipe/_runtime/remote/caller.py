@@ -145,7 +145,11 @@ class RemoteCaller:
             old, self.worker = self.worker, None
         if old is not None:
             old.close()
-        return self._start()
+        t0 = time.perf_counter()
+        try:
+            return self._start()
+        finally:
+            self.counters.startup += time.perf_counter() - t0
 
     def call(self, items: list[Any], offset: int, part: Part | None = None) -> list[Any]:
         self.submit(items, offset)
