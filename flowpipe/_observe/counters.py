@@ -22,14 +22,17 @@ class WorkerCounters:
         "blocked",
         "busy",
         "calls",
+        "cpu",
         "errors",
         "items_in",
         "items_out",
         "latency",
+        "queued",
         "retries",
         "skipped",
         "started",
         "startup",
+        "tid",
         "waiting",
     )
 
@@ -48,6 +51,18 @@ class WorkerCounters:
         # Seconds spent starting the worker: a worker process's boot, a class stage's
         # ``__init__`` (a model load); every start, a replacement after a crash too.
         self.startup = 0.0
+        # What the worker itself used, where measured (``_observe.usage``): CPU seconds
+        # in its calls, and seconds it was ready to run but waited for a core.
+        self.cpu: float | None = None
+        self.queued: float | None = None
+        self.tid: int | None = None  # the thread that calls the stage, in this process
+
+    def add_usage(self, cpu: float | None, queued: float | None = None) -> None:
+        """Add what a slice used (``None``: not measured there)."""
+        if cpu is not None:
+            self.cpu = cpu if self.cpu is None else self.cpu + cpu
+        if queued is not None:
+            self.queued = queued if self.queued is None else self.queued + queued
 
     def count_slice(
         self,

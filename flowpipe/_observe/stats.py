@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .counters import WorkerCounters, latency_percentiles
+from .usage import run_queue_wait
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,21 @@ class StageStats:
     startup_s: float = 0.0
     """Seconds its slowest worker took to start: a worker process's boot, a class
     stage's ``__init__`` (a model load); restarts after a crash included."""
+    cpu_s: float | None = None
+    """CPU seconds its workers used in their calls, summed: a worker thread's own CPU
+    clock, a worker process's CPU time (``None`` where not measured: async stages)."""
+    queued_s: float | None = None
+    """Seconds its calling threads were ready to run but waited for a core (other
+    programs' load, more busy threads than cores; Linux only, else ``None``)."""
+
+    @property
+    def cpu_share(self) -> float | None:
+        """Share of its busy time its workers ran on a core, or were ready to and waited
+        for one (``queued_s``): near 1 for CPU work (Python or native), near 0 for
+        waiting (sleep, I/O), about ``1/workers`` for threads taking turns on the GIL."""
+        if self.cpu_s is None or self.busy_s <= 0:
+            return None
+        return min(1.0, (self.cpu_s + (self.queued_s or 0.0)) / self.busy_s)
 
     @property
     def busy_share(self) -> float:
@@ -156,7 +171,16 @@ def combine(
         batch=batch,
         source=source,
         startup_s=max((c.startup for c in counters), default=0.0),
+        cpu_s=_sum_known(c.cpu for c in counters),
+        queued_s=_sum_known(
+            run_queue_wait(c.tid) if c.tid is not None else c.queued for c in counters
+        ),
     )
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -194,6 +218,7 @@ _HEAD = (
     "busy",
     "wait",
     "blocked",
+    "cpu",
     "p50",
     "p99",
     "items/s",
@@ -236,11 +261,14 @@ class RunStats:
 
     @property
     def starting(self) -> StageStats | None:
-        """The stage whose workers' start took at least half the run, if one did (the
-        slowest to start)."""
+        """The stage whose workers' start took at least half the run, when no stage was
+        kept busy after it (the slowest to start): a run too short for its stages' numbers
+        to say what limits them."""
         slowest = max(self.stages, key=lambda s: s.startup_s, default=None)
         if slowest is None or slowest.startup_s < STARTUP_SHARE * self.elapsed_s:
             return None
+        if any(s.busy_share >= BUSY for s in self.stages):
+            return None  # a stage that was busy most of its time limits the run: say that
         return slowest
 
     @property
@@ -282,6 +310,7 @@ class RunStats:
                 f"{s.busy_share:.0%}",
                 f"{s.waiting_share:.0%}",
                 f"{s.blocked_share:.0%}",
+                format_seconds(s.cpu_s),
                 format_seconds(s.latency_p50_s),
                 format_seconds(s.latency_p99_s),
                 f"{s.throughput:,.0f}",
@@ -366,35 +395,49 @@ def _html_row(cells: Sequence[str], tag: str) -> str:
 
 
 # -- advice ------------------------------------------------------------------------------
+#
+# Every rule reads the run's own numbers; each threshold has a margin on either side
+# of the values real stages take (a sleeping stage is near 0% CPU, a computing one
+# near 100%), so identical runs land on the same side and get the same advice.
 
 BUSY = 0.75  # a stage busier than this is saturated
 MARGIN = 0.15  # ...and limits the run when the next stage has < 85% of its work per worker
 MIN_CALLS = 10  # fewer calls than this are too few to judge
 SHORT_CALL = 1e-3  # seconds: calls shorter than this are dominated by per-call costs
 STARTUP_SHARE = 0.5  # a stage whose start took this share of the run limited it
+WAITS = 0.3  # a stage on a core less than this share of its busy time mostly waits
+COMPUTES = 0.7  # ...more than this: it computes (each worker keeps a core busy)
+CHEAP_CPU = 1e-4  # CPU seconds a call: less than a worker process costs to reach
 
 
 def advise(stats: RunStats) -> tuple[str, ...]:
     """Suggestions from the measured numbers; see ``docs/observing.md`` for the rules."""
+    tips: list[str] = []
     starting = stats.starting
     if starting is not None:
-        return (
+        tips.append(
             f"`{starting.name}`'s workers took {format_seconds(starting.startup_s)} to start "
             f"(a worker process, its `__init__`, a model load) of the run's "
             f"{format_seconds(stats.elapsed_s)}: the run is mostly start-up; a longer run "
-            "spreads that cost, and `keep_alive=True` keeps the workers for the next run",
+            "spreads that cost, and `keep_alive=True` keeps the workers for the next run"
         )
     working = [s for s in stats.stages if not s.source and s.calls >= MIN_CALLS]
+    tips.extend(_main_advice(stats, working))
+    tips.extend(_too_cheap(s) for s in working if _is_too_cheap(s))
+    return tuple(tips)
+
+
+def _main_advice(stats: RunStats, working: list[StageStats]) -> list[str]:
     if not working:
-        return ()
+        return []
     ranked = sorted(working, key=lambda s: s.load_s, reverse=True)
     top = ranked[0]
     # How much of the top stage's work per worker the next stage has: near 1, balanced.
     second = ranked[1].load_s / top.load_s if len(ranked) > 1 and top.load_s > 0 else 0.0
     if top.busy_share >= BUSY:
         if second > 1 - MARGIN:
-            return ()  # balanced: several stages do as much work, none alone limits
-        return tuple(_for_bottleneck(stats, top, second))
+            return []  # balanced: several stages do as much work, none alone limits
+        return _for_bottleneck(stats, top, second)
     tips: list[str] = []
     last, first = working[-1], working[0]
     if last.blocked_share >= 0.5:
@@ -408,33 +451,71 @@ def advise(stats: RunStats) -> tuple[str, ...]:
             f"({format_rate(first.items_in / stats.elapsed_s if stats.elapsed_s else 0)} "
             "items/s) limits the run; more workers would not help"
         )
-    return tuple(tips)
+    return tips
+
+
+def _more_workers(w: int, second: float) -> int:
+    """Workers enough for the stage to do no more work per worker than the next stage
+    (``second`` of its work per worker now), in steps of 2x: 2w, or 4w when 2w would
+    clearly fall short (by more than ``MARGIN``), so that noise does not change it."""
+    need = w / max(second, 0.25)
+    return 2 * w if need <= 2 * w * (1 + MARGIN) else 4 * w
+
+
+def _uses_the_gil(stats: RunStats, s: StageStats, share: float) -> bool:
+    """Threads of the caller's process that take turns on one core: their CPU adds up
+    to about one core while each spends most of its busy time off a core, neither
+    sleeping (that uses no core at all) nor waiting for one (``queued_s``: other
+    programs' load, which native code on a busy machine waits for)."""
+    if not s.in_caller or s.workers < 2 or stats.cpus < 2 or s.cpu_s is None:
+        return False
+    cores = s.cpu_s / s.load_s if s.load_s > 0 else 0.0  # cores its busy workers used together
+    return share < COMPUTES and 1 - 2 * MARGIN <= cores <= 1 + 2 * MARGIN
 
 
 def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
-    w = s.workers
-    # With w' workers its work per worker shrinks to that of the next stage when
-    # w' >= w / second (``second`` floored: at most 4x the workers at once).
-    wanted = max(w + 1, min(4 * w, math.ceil(w / max(second, 0.25) - 1e-9)))
-    cores_used = stats.cpu_s / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
-    cpu_bound = False
-    if not s.in_caller and s.on_this_machine:
-        wanted = min(wanted, stats.cpus)  # a worker process per core
-    elif cores_used >= 0.5:  # the run does CPU work: scale with the cores left
-        cpu_bound = True
-        wanted = min(wanted, round(w * stats.cpus / cores_used))
+    w, cpus = s.workers, stats.cpus
+    wanted = _more_workers(w, second)
+    share = s.cpu_share
     head = f"`{s.name}` is busy {s.busy_share:.0%} of the time and limits the run"
     tips: list[str] = []
-    if wanted > w:
-        tip = f"{head}: try `workers={wanted}`"
-        if cpu_bound and s.in_caller:
-            tip += ' (pure-Python work holds the GIL: then with `backend="process"`)'
-        tips.append(tip)
-    else:
+    if share is not None and _uses_the_gil(stats, s, share):
         tips.append(
-            f"{head}, and the run keeps the machine's {stats.cpus} CPU cores busy: "
-            f"more workers need more cores; make `{s.name}` cheaper"
+            f"{head}; its {w} threads used one core between them ({share:.0%} of their busy "
+            "time on a core): pure-Python work holds the GIL, so more threads do not help; "
+            f'try `backend="process"` on this stage with `workers={min(wanted, cpus)}`'
         )
+    elif share is None:  # not measured: at most a worker process per core
+        if not s.in_caller and s.on_this_machine:
+            wanted = min(wanted, cpus)
+        tips.append(
+            f"{head}: try `workers={wanted}`"
+            if wanted > w
+            else f"{head}, and has a worker per CPU core ({cpus}): more workers need more "
+            f"cores; make `{s.name}` cheaper"
+        )
+    elif share < WAITS:  # it waits (sleep, I/O): more workers overlap the waits
+        tips.append(
+            f"{head}, mostly waiting (sleep, I/O: {share:.0%} of its busy time on a core): "
+            f"try `workers={wanted}`"
+        )
+    else:  # it computes: at most as many such workers as cores
+        on_cores = f"{share:.0%} of its busy time on a core"
+        # Each worker keeps ``share`` of a core busy: no more workers than cores take.
+        wanted = min(wanted, cpus if share > COMPUTES else max(1, int(cpus / share)))
+        if wanted <= w:
+            tips.append(
+                f"{head}, and computes ({on_cores}) with as many workers as the machine's "
+                f"{cpus} CPU cores allow: more workers need more cores; make `{s.name}` cheaper"
+            )
+        else:
+            tip = f"{head}, and computes ({on_cores}): try `workers={wanted}` ({cpus} CPU cores)"
+            if s.in_caller and w == 1:  # one thread: nothing tells native code from Python yet
+                tip += (
+                    "; threads run at once only in code that releases the GIL (NumPy, OpenCV, "
+                    'PyTorch): for pure-Python work, with `backend="process"`'
+                )
+            tips.append(tip)
     p50 = s.latency_p50_s
     if p50 is not None and p50 < SHORT_CALL:
         if s.batch is None:
@@ -448,3 +529,19 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
                 f"try `batch={s.batch * 4}`"
             )
     return tips
+
+
+def _is_too_cheap(s: StageStats) -> bool:
+    """A stage whose workers run elsewhere (worker processes, actors), whose calls use
+    less CPU than reaching such a worker costs."""
+    return not s.in_caller and s.cpu_s is not None and s.cpu_s / s.calls < CHEAP_CPU
+
+
+def _too_cheap(s: StageStats) -> str:
+    assert s.cpu_s is not None
+    where, many = ("worker process", "es") if s.on_this_machine else ("remote worker", "s")
+    return (
+        f"`{s.name}` uses only {format_seconds(s.cpu_s / s.calls)} of CPU a call in its "
+        f"{where}{many}, less than sending items to a {where} costs: keep it on threads "
+        f'(`backend="thread"` on this stage)'
+    )

@@ -209,7 +209,8 @@ class _StageActor:
 
     def _part(self, outputs: list[Any]) -> None:
         assert self.server is not None
-        self._put(PartOutputs(outputs, self.server.take_events()))
+        cpu, queued = self.server.usage()
+        self._put(PartOutputs(outputs, self.server.take_events(), cpu=cpu, queued=queued))
 
     def _put(self, reply: PartOutputs | SliceOutputs | Failure) -> None:
         while not self.stopping.is_set():

@@ -199,6 +199,7 @@ class RemoteCaller:
         of the slice that came before them) or, without ``part``, added to ``held``;
         the worker may send the next. Returns how many."""
         outputs, events = reply.outputs, reply.events
+        self.counters.add_usage(reply.cpu, reply.queued)
         if events:
             self.policy.replay(events)
         if part is None:
@@ -289,6 +290,7 @@ class RemoteCaller:
         return err
 
     def _outputs(self, reply: SliceOutputs) -> list[Any]:
+        self.counters.add_usage(reply.cpu, reply.queued)
         self.counters.errors += reply.errors
         self.counters.retries += reply.retries
         self.counters.skipped += reply.skipped

@@ -86,17 +86,22 @@ class Ready(NamedTuple):
 
 
 class PartOutputs(NamedTuple):
-    """Outputs of a generator stage's slice that is still running."""
+    """Outputs of a generator stage's slice that is still running (with ``cpu`` and
+    ``queued``: what the worker used since its last answer, as in ``SliceOutputs``)."""
 
     outputs: list[Any]
     events: list[PolicyEvent]
     report: SegmentReport | None = None
     kept: list[tuple[int, int]] | None = None
+    cpu: float | None = None
+    queued: float | None = None
 
 
 class SliceOutputs(NamedTuple):
     """A slice's (remaining) outputs, and what the worker counted while calling it.
-    ``left``: of the slice's ``skip``, how many outputs were still to drop."""
+    ``left``: of the slice's ``skip``, how many outputs were still to drop; ``cpu``:
+    the worker's CPU seconds since its last answer, ``queued``: seconds its calling
+    thread waited for a core meanwhile (``None``: not known there)."""
 
     outputs: list[Any]
     errors: int
@@ -106,6 +111,8 @@ class SliceOutputs(NamedTuple):
     events: list[PolicyEvent]
     report: SegmentReport | None = None
     kept: list[tuple[int, int]] | None = None
+    cpu: float | None = None
+    queued: float | None = None
 
 
 class Failure(NamedTuple):

@@ -19,6 +19,7 @@ import cloudpickle
 
 from ..._errors import TEXT_LIMIT, StageError, exception_text
 from ..._observe.counters import WorkerCounters
+from ..._observe.usage import native_id, process_cpu, run_queue_wait
 from ..._transport.buffer import Aborted
 from ..._transport.wire import WireError
 from ..core.aio import AsyncSliceCaller
@@ -98,6 +99,21 @@ class SliceServer:
         # Retries and skips, replayed by the caller (logs, an ``on_error`` callable).
         self.events: list[PolicyEvent] = []
         self.caller.policy.events = self.events
+        # What the worker uses from here on (building the stage was its start).
+        self.tid = native_id()
+        self.cpu_mark = process_cpu()
+        self.queue_mark = run_queue_wait(self.tid)
+
+    def usage(self) -> tuple[float, float | None]:
+        """CPU seconds this worker process used, and seconds its calling thread waited
+        for a core, since the last answer."""
+        cpu, queued = process_cpu(), run_queue_wait(self.tid)
+        used = cpu - self.cpu_mark
+        waited = (
+            queued - self.queue_mark if queued is not None and self.queue_mark is not None else None
+        )
+        self.cpu_mark, self.queue_mark = cpu, queued
+        return used, waited
 
     def call(
         self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
@@ -122,7 +138,17 @@ class SliceServer:
             return failure(self.label, None, None, exc)  # which item: not known here
         c = self.counters
         left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
-        done = SliceOutputs(outputs, c.errors, c.retries, c.skipped, left, self.take_events())
+        cpu, queued = self.usage()
+        done = SliceOutputs(
+            outputs,
+            c.errors,
+            c.retries,
+            c.skipped,
+            left,
+            self.take_events(),
+            cpu=cpu,
+            queued=queued,
+        )
         c.errors = c.retries = c.skipped = 0
         return done
 

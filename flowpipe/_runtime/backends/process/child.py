@@ -140,7 +140,8 @@ class Worker:
         if not self.inbox.wait_for_credit():
             raise Aborted
         events = self.server.take_events()
-        self.send(PartOutputs(self.pack(outputs), events, recycle.report()))
+        cpu, queued = self.server.usage()
+        self.send(PartOutputs(self.pack(outputs), events, recycle.report(), cpu=cpu, queued=queued))
 
     def serve(self) -> int:
         """Answer slices until told to close; the exit code."""
