@@ -29,6 +29,7 @@ class WorkerCounters:
         "latency",
         "queued",
         "retries",
+        "rss",
         "skipped",
         "started",
         "startup",
@@ -56,9 +57,15 @@ class WorkerCounters:
         self.cpu: float | None = None
         self.queued: float | None = None
         self.tid: int | None = None  # the thread that calls the stage, in this process
+        self.rss: int | None = None  # bytes its worker process held, as last reported
 
-    def add_usage(self, cpu: float | None, queued: float | None = None) -> None:
-        """Add what a slice used (``None``: not measured there)."""
+    def add_usage(
+        self, cpu: float | None, queued: float | None = None, rss: int | None = None
+    ) -> None:
+        """Add what a slice used (``None``: not measured there); ``rss``: the memory its
+        worker process holds now."""
+        if rss is not None:
+            self.rss = rss
         if cpu is not None:
             self.cpu = cpu if self.cpu is None else self.cpu + cpu
         if queued is not None:

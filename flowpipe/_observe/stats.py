@@ -6,10 +6,12 @@ import dataclasses
 import html
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .counters import WorkerCounters, latency_percentiles
 from .usage import run_queue_wait
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +64,18 @@ class StageStats:
     source: bool = False
     """A source stage (it takes no input; its row counts what it yielded)."""
     startup_s: float = 0.0
-    """Seconds its slowest worker took to start: a worker process's boot, a class
-    stage's ``__init__`` (a model load); restarts after a crash included."""
+    """Seconds its first worker took to start, before the stage could take an input: a
+    worker process's boot, a class stage's ``__init__`` (a model load); restarts after
+    a crash included."""
     cpu_s: float | None = None
     """CPU seconds its workers used in their calls, summed: a worker thread's own CPU
     clock, a worker process's CPU time (``None`` where not measured: async stages)."""
     queued_s: float | None = None
     """Seconds its calling threads were ready to run but waited for a core (other
     programs' load, more busy threads than cores; Linux only, else ``None``)."""
+    rss_bytes: int | None = None
+    """Resident memory of its worker processes (or actors), summed, as each last
+    reported it (``None`` for stages in the caller's process)."""
 
     @property
     def cpu_share(self) -> float | None:
@@ -170,17 +176,27 @@ def combine(
         on_this_machine=on_this_machine,
         batch=batch,
         source=source,
-        startup_s=max((c.startup for c in counters), default=0.0),
+        startup_s=min((c.startup for c in counters if c.startup > 0), default=0.0),
         cpu_s=_sum_known(c.cpu for c in counters),
         queued_s=_sum_known(
             run_queue_wait(c.tid) if c.tid is not None else c.queued for c in counters
         ),
+        rss_bytes=_sum_known(c.rss for c in counters),
     )
 
 
-def _sum_known(values: Iterable[float | None]) -> float | None:
+def _sum_known(values: Iterable[_N | None]) -> _N | None:
     known = [v for v in values if v is not None]
-    return sum(known) if known else None
+    return sum(known[1:], known[0]) if known else None
+
+
+def format_bytes(n: int | None) -> str:
+    """``273MB``, ``1.2GB``; ``-`` for no value."""
+    if n is None:
+        return "-"
+    if n >= 10**9:
+        return f"{n / 1e9:.1f}GB"
+    return f"{n / 1e6:.0f}MB"
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -261,14 +277,15 @@ class RunStats:
 
     @property
     def starting(self) -> StageStats | None:
-        """The stage whose workers' start took at least half the run, when no stage was
-        kept busy after it (the slowest to start): a run too short for its stages' numbers
-        to say what limits them."""
+        """The stage whose start limited the run, if one did: the slowest to start, when
+        its start took at least a quarter of the run and longer than any stage worked
+        (``load_s``), and no stage was kept busy after it; a run too short for its
+        stages' numbers to say what limits them."""
         slowest = max(self.stages, key=lambda s: s.startup_s, default=None)
         if slowest is None or slowest.startup_s < STARTUP_SHARE * self.elapsed_s:
             return None
-        if any(s.busy_share >= BUSY for s in self.stages):
-            return None  # a stage that was busy most of its time limits the run: say that
+        if any(s.busy_share >= BUSY or s.load_s > slowest.startup_s for s in self.stages):
+            return None  # a stage that worked more than that limits the run: say that
         return slowest
 
     @property
@@ -295,7 +312,15 @@ class RunStats:
             "stages": [dataclasses.asdict(s) for s in self.stages],
         }
 
+    def _head(self) -> tuple[str, ...]:
+        """The columns; ``rss`` only when some stage runs in worker processes."""
+        return (*_HEAD, "rss") if self._with_rss() else _HEAD
+
+    def _with_rss(self) -> bool:
+        return any(s.rss_bytes is not None for s in self.stages)
+
     def _rows(self) -> list[tuple[str, ...]]:
+        rss = self._with_rss()
         return [
             (
                 s.name,
@@ -316,6 +341,7 @@ class RunStats:
                 f"{s.throughput:,.0f}",
                 f"{s.buffer_fill}/{s.buffer_size}" if s.buffer_size else "-",
                 str(s.buffer_peak) if s.buffer_size else "-",
+                *((format_bytes(s.rss_bytes),) if rss else ()),
             )
             for s in self.stages
         ]
@@ -327,8 +353,9 @@ class RunStats:
         return [tail, *(f"advice: {tip}" for tip in self.advice)]
 
     def __str__(self) -> str:
-        rows = [_HEAD, *self._rows()]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
+        head = self._head()
+        rows = [head, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
             "  ".join(
                 c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
@@ -340,9 +367,10 @@ class RunStats:
 
     def to_markdown(self) -> str:
         """The table as Markdown (what a notebook shows)."""
+        head = self._head()
         lines = [
-            "| " + " | ".join(_HEAD) + " |",
-            "|" + "|".join(":--" if i == 0 else "--:" for i in range(len(_HEAD))) + "|",
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(":--" if i == 0 else "--:" for i in range(len(head))) + "|",
             *("| " + " | ".join(row) + " |" for row in self._rows()),
             "",
         ]
@@ -359,7 +387,7 @@ class RunStats:
 
     def to_html(self) -> str:
         """The table as HTML, then the run's time, bottleneck and advice (what a notebook shows)."""
-        rows = [_html_row(_HEAD, "th"), *(_html_row(row, "td") for row in self._rows())]
+        rows = [_html_row(self._head(), "th"), *(_html_row(row, "td") for row in self._rows())]
         tail = (  # `workers=3` in advice reads as code
             re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(line, quote=False))
             for line in self._tail()
@@ -404,7 +432,7 @@ BUSY = 0.75  # a stage busier than this is saturated
 MARGIN = 0.15  # ...and limits the run when the next stage has < 85% of its work per worker
 MIN_CALLS = 10  # fewer calls than this are too few to judge
 SHORT_CALL = 1e-3  # seconds: calls shorter than this are dominated by per-call costs
-STARTUP_SHARE = 0.5  # a stage whose start took this share of the run limited it
+STARTUP_SHARE = 0.25  # a start that took this share of the run (and more than any work)
 WAITS = 0.3  # a stage on a core less than this share of its busy time mostly waits
 COMPUTES = 0.7  # ...more than this: it computes (each worker keeps a core busy)
 CHEAP_CPU = 1e-4  # CPU seconds a call: less than a worker process costs to reach

@@ -176,6 +176,37 @@ def test_a_run_that_went_into_start_up_says_so(backend: str) -> None:
     assert "start" in str(stats).splitlines()[0].split()
 
 
+def test_worker_processes_report_their_memory_and_cpu(backend: str) -> None:
+    """Each stage's CPU seconds; for workers in processes of their own, their resident
+    memory too (stages in the caller's process share its memory: no number)."""
+
+    class Hold:
+        def __init__(self) -> None:
+            self.block = b"x" * (64 << 20)  # a model's weights: 64 MiB, written, resident
+
+        def __call__(self, x: int) -> int:
+            t = time.thread_time()
+            while time.thread_time() - t < 0.002:  # 2 ms of CPU
+                pass
+            return x
+
+    with stage(Hold)().iter(range(20), backend=backend) as run:
+        assert list(run) == list(range(20))
+    stats = run.stats
+    s = stats["Hold"]
+    assert s.cpu_s is not None
+    assert s.cpu_s >= 20 * 0.002 * 0.9, str(stats)
+    head = str(stats).splitlines()[0].split()
+    if s.in_caller:
+        assert s.rss_bytes is None
+        assert "rss" not in head
+    else:
+        assert s.rss_bytes is not None
+        assert s.rss_bytes >= 64 << 20, str(stats)
+        assert head[-1] == "rss"
+        assert str(stats).splitlines()[2].endswith("MB")
+
+
 # -- bottleneck and advice -----------------------------------------------------------------
 
 

@@ -315,6 +315,19 @@ def test_a_source_stage_is_never_advised() -> None:
 # -- the table, Markdown and pictures --------------------------------------------------------------
 
 
+def test_memory_of_worker_processes_gets_a_column_only_when_known() -> None:
+    stats = run_of(
+        make("model", 0.5, workers=2, in_caller=False, rss_bytes=273_000_000, cpu_s=0.9),
+        make("b", 0.1),
+    )
+    lines = str(stats).splitlines()
+    assert lines[0].split()[-1] == "rss"
+    assert lines[2].split()[-1] == "273MB"
+    assert lines[3].split()[-1] == "-"
+    assert "| rss |" in stats.to_markdown()
+    assert "rss" not in str(run_of(make("a", 0.5))).splitlines()[0].split()
+
+
 def test_the_table_shows_every_column_then_bottleneck_and_advice() -> None:
     text = str(run_of(make("read", 0.2), make("detect", 0.97), make("track", 0.4)))
     lines = text.splitlines()

@@ -185,5 +185,5 @@ def open_live(plan: Plan, **options: Any) -> LiveRun[Any, Any]:
             "a pipeline that starts with it cannot take items from put(); use iter() or run()"
         )
     wired = start_stages(plan, lambda entry, state: [])
-    run: Run[Any] = Run(wired.state, wired.output, wired.workers, wired.parts, plan)
+    run: Run[Any] = Run(wired.state, wired.output, wired.workers, wired.parts, plan, wired.started)
     return LiveRun(run, wired)

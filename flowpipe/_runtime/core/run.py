@@ -115,11 +115,12 @@ class Run(Generic[Out]):
         workers: list[Worker],
         parts: list[Part],
         plan: Plan | None = None,
+        started: float | None = None,
     ) -> None:
         self._state = state
         self._output = output
         self._workers = workers
-        self._meter = Meter(parts)
+        self._meter = Meter(parts, started)  # from before its workers started: they take time
         self._plan = plan
         self._buffer: list[Any] = []
         self._pos = 0
@@ -310,7 +311,7 @@ def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
     if plan.source_stage is not None:
         parts.append(Part(label, 1, [source_counters], None, plan.source_stage))
     parts.extend(wired.parts)
-    run: Run[Any] = Run(wired.state, wired.output, wired.workers, parts, plan)
+    run: Run[Any] = Run(wired.state, wired.output, wired.workers, parts, plan, wired.started)
     if tqdm is not None:
         try:
             # open_run made this Run: it may set up the Run's own meter
@@ -358,6 +359,7 @@ class Wired(NamedTuple):
     entry: Emitter
     workers: list[Worker]  # the feeder's first, then every stage's
     parts: list[Part]  # per stage, in graph order, for the stats
+    started: float | None = None  # perf_counter() before any worker started: the run's start
 
 
 def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Worker]]) -> Wired:
@@ -368,6 +370,7 @@ def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Wo
     ``start``: nothing, ``put`` does). If anything fails to start, every
     worker already started is stopped.
     """
+    started = time.perf_counter()
     state = RunState()
     # The hand-over to the caller is as large as the last stage's own buffer, so a
     # small explicit ``buffer=`` bounds what is read ahead of a slow consumer.
@@ -403,7 +406,7 @@ def start_stages(plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Wo
         )
         for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.position)
     ]
-    return Wired(state, output, entry, [*fed, *builder.workers], parts)
+    return Wired(state, output, entry, [*fed, *builder.workers], parts, started)
 
 
 def _opener_of_handles(backends: dict[str, Backend]) -> Opener:

@@ -95,13 +95,15 @@ class PartOutputs(NamedTuple):
     kept: list[tuple[int, int]] | None = None
     cpu: float | None = None
     queued: float | None = None
+    rss: int | None = None
 
 
 class SliceOutputs(NamedTuple):
     """A slice's (remaining) outputs, and what the worker counted while calling it.
     ``left``: of the slice's ``skip``, how many outputs were still to drop; ``cpu``:
     the worker's CPU seconds since its last answer, ``queued``: seconds its calling
-    thread waited for a core meanwhile (``None``: not known there)."""
+    thread waited for a core meanwhile, ``rss``: its process's resident memory in
+    bytes now (``None``: not known there)."""
 
     outputs: list[Any]
     errors: int
@@ -113,6 +115,7 @@ class SliceOutputs(NamedTuple):
     kept: list[tuple[int, int]] | None = None
     cpu: float | None = None
     queued: float | None = None
+    rss: int | None = None
 
 
 class Failure(NamedTuple):

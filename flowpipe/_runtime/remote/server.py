@@ -19,7 +19,7 @@ import cloudpickle
 
 from ..._errors import TEXT_LIMIT, StageError, exception_text
 from ..._observe.counters import WorkerCounters
-from ..._observe.usage import native_id, process_cpu, run_queue_wait
+from ..._observe.usage import native_id, process_cpu, resident_bytes, run_queue_wait
 from ..._transport.buffer import Aborted
 from ..._transport.wire import WireError
 from ..core.aio import AsyncSliceCaller
@@ -148,6 +148,7 @@ class SliceServer:
             self.take_events(),
             cpu=cpu,
             queued=queued,
+            rss=resident_bytes(),
         )
         c.errors = c.retries = c.skipped = 0
         return done

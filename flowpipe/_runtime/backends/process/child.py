@@ -132,6 +132,7 @@ class Worker:
 
     def send_part(self, outputs: list[Any]) -> None:
         """A generator stage's outputs, sent while it runs; waits for credit."""
+        from ...._observe.usage import resident_bytes
         from ...._transport import recycle
         from ...._transport.buffer import Aborted
         from ...remote.messages import PartOutputs
@@ -141,7 +142,12 @@ class Worker:
             raise Aborted
         events = self.server.take_events()
         cpu, queued = self.server.usage()
-        self.send(PartOutputs(self.pack(outputs), events, recycle.report(), cpu=cpu, queued=queued))
+        report = recycle.report()
+        self.send(
+            PartOutputs(
+                self.pack(outputs), events, report, cpu=cpu, queued=queued, rss=resident_bytes()
+            )
+        )
 
     def serve(self) -> int:
         """Answer slices until told to close; the exit code."""
