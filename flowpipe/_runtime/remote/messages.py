@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from ..._plan.plan import StageNode
     from ..core.policy import PolicyEvent
+    from .sources import Sources
 
 # Segments a worker reports keeping arrays over, and those it let go since.
 SegmentReport = tuple[list[str], list[str]]
@@ -48,12 +49,14 @@ class Environment(NamedTuple):
 
 class LoadStage(NamedTuple):
     """The stage to build; ``prefix``: names of the worker's segments; ``seal_outputs``:
-    the plan says its output edge carries sealed slices."""
+    the plan says its output edge carries sealed slices; ``sources``: the source lines
+    of its code shipped by value, for tracebacks (``sources.shipped``)."""
 
     label: str
     node: StageNode
     prefix: str
     seal_outputs: bool
+    sources: Sources | None = None
 
 
 class CallSlice(NamedTuple):

@@ -12,7 +12,6 @@ replayed in the caller's process.
 
 from __future__ import annotations
 
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -26,6 +25,7 @@ from ..core.aio import AsyncSliceCaller
 from ..core.invoke import Part, SliceCaller, close_callable
 from ..core.policy import PolicyEvent
 from .messages import Failure, SliceOutputs
+from .sources import traceback_text
 
 if TYPE_CHECKING:
     from ..._plan.plan import StageNode
@@ -56,7 +56,7 @@ def failure(
 def _traceback_text(exc: BaseException) -> str:
     """The traceback's text (``traceback`` survives a ``__str__`` that raises), its middle
     cut when a huge message would make it huge: the message is in the error already."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = traceback_text(exc)  # from the user's code on, shipped code named by its file
     if len(text) <= 2 * TEXT_LIMIT:
         return text
     cut = len(text) - 2 * TEXT_LIMIT

@@ -221,6 +221,7 @@ def serve(conn: Connection) -> int:
     from ...._transport import wire
     from ...remote.messages import Environment, LoadStage, Ready
     from ...remote.server import failure
+    from ...remote.sources import register
 
     env: Environment = wire.recv(conn)
     sys.path[:], sys.argv[:] = env.path, env.argv
@@ -228,6 +229,7 @@ def serve(conn: Connection) -> int:
     try:
         load: LoadStage = wire.recv(conn)
         label = load.label
+        register(load.sources)  # tracebacks name the user's file and line
         worker = Worker(conn, label, load.node, load.prefix, load.seal_outputs)
     except BaseException as exc:  # the parent names the stage: we may not know it
         if isinstance(exc, wire.WireError) and exc.__cause__ is not None:
