@@ -33,8 +33,8 @@ class WorkerCounters:
         "skipped",
         "started",
         "startup",
-        "tid",
         "waiting",
+        "worker_cpu",
     )
 
     def __init__(self) -> None:
@@ -56,16 +56,24 @@ class WorkerCounters:
         # in its calls, and seconds it was ready to run but waited for a core.
         self.cpu: float | None = None
         self.queued: float | None = None
-        self.tid: int | None = None  # the thread that calls the stage, in this process
         self.rss: int | None = None  # bytes its worker process held, as last reported
+        self.worker_cpu: float | None = None  # CPU seconds of its worker process, in all
 
     def add_usage(
-        self, cpu: float | None, queued: float | None = None, rss: int | None = None
+        self,
+        cpu: float | None,
+        queued: float | None = None,
+        rss: int | None = None,
+        worker_cpu: float | None = None,
     ) -> None:
         """Add what a slice used (``None``: not measured there); ``rss``: the memory its
-        worker process holds now."""
+        worker process holds now, ``worker_cpu``: that process's CPU meanwhile."""
         if rss is not None:
             self.rss = rss
+        if worker_cpu is not None:
+            self.worker_cpu = (
+                worker_cpu if self.worker_cpu is None else self.worker_cpu + worker_cpu
+            )
         if cpu is not None:
             self.cpu = cpu if self.cpu is None else self.cpu + cpu
         if queued is not None:

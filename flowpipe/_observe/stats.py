@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from .counters import WorkerCounters, latency_percentiles
-from .usage import run_queue_wait
 
 _N = TypeVar("_N", int, float)
 
@@ -71,20 +70,25 @@ class StageStats:
     """CPU seconds its workers used in their calls, summed: a worker thread's own CPU
     clock, a worker process's CPU time (``None`` where not measured: async stages)."""
     queued_s: float | None = None
-    """Seconds its calling threads were ready to run but waited for a core (other
-    programs' load, more busy threads than cores; Linux only, else ``None``)."""
+    """Seconds of its calls its calling threads were ready to run but waited for a core
+    (other programs' load, more busy threads than cores; Linux only, else ``None``)."""
     rss_bytes: int | None = None
     """Resident memory of its worker processes (or actors), summed, as each last
     reported it (``None`` for stages in the caller's process)."""
+    worker_cpu_s: float | None = None
+    """CPU seconds of its worker processes (or actors) in all: its calls, and also
+    receiving, opening and sending items (``None`` for stages in the caller's process)."""
 
     @property
     def cpu_share(self) -> float | None:
-        """Share of its busy time its workers ran on a core, or were ready to and waited
-        for one (``queued_s``): near 1 for CPU work (Python or native), near 0 for
-        waiting (sleep, I/O), about ``1/workers`` for threads taking turns on the GIL."""
+        """Share of its busy time its workers ran on a core, leaving out the time they
+        waited for one (``queued_s``: other programs' load): near 1 for CPU work (Python
+        or native, however loaded the machine), near 0 for waiting (sleep, I/O), about
+        ``1/workers`` for threads taking turns on the GIL."""
         if self.cpu_s is None or self.busy_s <= 0:
             return None
-        return min(1.0, (self.cpu_s + (self.queued_s or 0.0)) / self.busy_s)
+        ran = self.busy_s - (self.queued_s or 0.0)
+        return min(1.0, self.cpu_s / ran) if ran > 0 else 1.0
 
     @property
     def busy_share(self) -> float:
@@ -178,10 +182,9 @@ def combine(
         source=source,
         startup_s=min((c.startup for c in counters if c.startup > 0), default=0.0),
         cpu_s=_sum_known(c.cpu for c in counters),
-        queued_s=_sum_known(
-            run_queue_wait(c.tid) if c.tid is not None else c.queued for c in counters
-        ),
+        queued_s=_sum_known(c.queued for c in counters),
         rss_bytes=_sum_known(c.rss for c in counters),
+        worker_cpu_s=_sum_known(c.worker_cpu for c in counters),
     )
 
 
@@ -278,14 +281,14 @@ class RunStats:
     @property
     def starting(self) -> StageStats | None:
         """The stage whose start limited the run, if one did: the slowest to start, when
-        its start took at least a quarter of the run and longer than any stage worked
-        (``load_s``), and no stage was kept busy after it; a run too short for its
-        stages' numbers to say what limits them."""
+        its start took at least a quarter of the run and more than twice as long as any
+        stage worked (``load_s``): a run too short for its stages' numbers to say what
+        limits them."""
         slowest = max(self.stages, key=lambda s: s.startup_s, default=None)
         if slowest is None or slowest.startup_s < STARTUP_SHARE * self.elapsed_s:
             return None
-        if any(s.busy_share >= BUSY or s.load_s > slowest.startup_s for s in self.stages):
-            return None  # a stage that worked more than that limits the run: say that
+        if any(2 * s.load_s >= slowest.startup_s for s in self.stages):
+            return None  # a stage that worked about as long limits the run: say that
         return slowest
 
     @property
@@ -313,8 +316,9 @@ class RunStats:
         }
 
     def _head(self) -> tuple[str, ...]:
-        """The columns; ``rss`` only when some stage runs in worker processes."""
-        return (*_HEAD, "rss") if self._with_rss() else _HEAD
+        """The columns; ``proc-cpu`` and ``rss`` only when some stage runs in worker
+        processes."""
+        return (*_HEAD, "proc-cpu", "rss") if self._with_rss() else _HEAD
 
     def _with_rss(self) -> bool:
         return any(s.rss_bytes is not None for s in self.stages)
@@ -341,7 +345,7 @@ class RunStats:
                 f"{s.throughput:,.0f}",
                 f"{s.buffer_fill}/{s.buffer_size}" if s.buffer_size else "-",
                 str(s.buffer_peak) if s.buffer_size else "-",
-                *((format_bytes(s.rss_bytes),) if rss else ()),
+                *((format_seconds(s.worker_cpu_s), format_bytes(s.rss_bytes)) if rss else ()),
             )
             for s in self.stages
         ]
@@ -434,7 +438,7 @@ MIN_CALLS = 10  # fewer calls than this are too few to judge
 SHORT_CALL = 1e-3  # seconds: calls shorter than this are dominated by per-call costs
 STARTUP_SHARE = 0.25  # a start that took this share of the run (and more than any work)
 WAITS = 0.3  # a stage on a core less than this share of its busy time mostly waits
-COMPUTES = 0.7  # ...more than this: it computes (each worker keeps a core busy)
+COMPUTES = 0.7  # threads of one stage using less than this, one core between them: the GIL
 CHEAP_CPU = 1e-4  # CPU seconds a call: less than a worker process costs to reach
 
 
@@ -529,8 +533,7 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
         )
     else:  # it computes: at most as many such workers as cores
         on_cores = f"{share:.0%} of its busy time on a core"
-        # Each worker keeps ``share`` of a core busy: no more workers than cores take.
-        wanted = min(wanted, cpus if share > COMPUTES else max(1, int(cpus / share)))
+        wanted = min(wanted, cpus)  # never more workers that compute than cores
         if wanted <= w:
             tips.append(
                 f"{head}, and computes ({on_cores}) with as many workers as the machine's "

@@ -120,32 +120,36 @@ def test_a_generator_waiting_for_room_downstream_is_blocked_not_busy(backend: st
 
     @stage
     def read(path: int) -> Iterator[int]:
-        yield from range(60)  # quick: a video decoded faster than it is analysed
+        yield from range(100)  # quick: a video decoded faster than it is analysed
 
     @stage
     def camera() -> Iterator[int]:
-        yield from range(60)
+        yield from range(100)
 
     @stage(buffer=2)
     def slow(x: int) -> int:
-        time.sleep(0.003)  # the work
+        time.sleep(0.005)  # the work: longer in all than starting a worker process
         return x
 
     for run_no in range(3):
-        runs = [(read | slow).iter([0], backend=backend), (camera | slow).iter(backend=backend)]
-        for run, name in zip(runs, ("read", "camera")):
+        for name in ("read", "camera"):
+            run = (
+                (read | slow).iter([0], backend=backend)
+                if name == "read"
+                else (camera | slow).iter(backend=backend)
+            )
             with run:
-                assert list(run) == list(range(60))
+                assert list(run) == list(range(100))
             stats = run.stats
             gen = stats[name]
             assert stats.bottleneck is not None, str(stats)
             assert stats.bottleneck.name == "slow", (run_no, str(stats))
-            assert stats.why.startswith("slow (busy "), stats.why
+            assert stats.why.startswith("slow ("), stats.why
             assert gen.blocked_share > 0.5, str(stats)
             assert gen.busy_share < 0.25, str(stats)
             assert gen.latency_p50_s is not None
-            assert gen.latency_p50_s < 0.003, str(stats)  # per output, not the generator's life
-            assert gen.items_out == 60
+            assert gen.latency_p50_s < 0.005, str(stats)  # per output, not the generator's life
+            assert gen.items_out == 100
 
 
 def test_a_run_that_went_into_start_up_says_so(backend: str) -> None:
@@ -203,8 +207,10 @@ def test_worker_processes_report_their_memory_and_cpu(backend: str) -> None:
     else:
         assert s.rss_bytes is not None
         assert s.rss_bytes >= 64 << 20, str(stats)
-        assert head[-1] == "rss"
+        assert head[-2:] == ["proc-cpu", "rss"]
         assert str(stats).splitlines()[2].endswith("MB")
+        assert s.worker_cpu_s is not None
+        assert s.worker_cpu_s >= s.cpu_s * 0.9
 
 
 # -- bottleneck and advice -----------------------------------------------------------------
@@ -251,10 +257,6 @@ def test_advice_follows_what_the_stage_itself_used_and_the_cores(backend: str) -
     machine has cores."""
 
     @stage
-    def first(x: int) -> int:
-        return x
-
-    @stage
     def nap(x: int) -> int:
         time.sleep(0.003)  # waits like I/O
         return x
@@ -268,9 +270,9 @@ def test_advice_follows_what_the_stage_itself_used_and_the_cores(backend: str) -
 
     seen = set()
     for _ in range(3):
-        with (first | nap).iter(range(40), backend=backend) as run:
+        with nap.iter(range(40), backend=backend) as run:
             assert list(run) == list(range(40))
-        tips = run.stats.advice
+        tips = [t for t in run.stats.advice if "to start" not in t]  # a slow process start
         assert tips, str(run.stats)
         assert tips[0].startswith("`nap` is busy"), str(run.stats)
         assert "mostly waiting (sleep, I/O" in tips[0], str(run.stats)
@@ -278,14 +280,13 @@ def test_advice_follows_what_the_stage_itself_used_and_the_cores(backend: str) -
         seen.add(re.sub(r"\d+%", "N%", tips[0]))
     assert len(seen) == 1, seen  # identical runs, the same advice
 
-    with (first | spin).iter(range(150), backend=backend) as run:
+    with spin.iter(range(150), backend=backend) as run:
         assert list(run) == list(range(150))
     stats = run.stats
     s = stats["spin"]
     assert s.cpu_s is not None
     assert s.cpu_s >= 150 * 0.003 * 0.9, str(stats)
-    assert stats.starting is None, str(stats)
-    tip = stats.advice[0]
+    tip = next(t for t in stats.advice if "to start" not in t)
     assert tip.startswith("`spin` is busy"), str(stats)
     assert "computes" in tip, str(stats)
     wanted = re.search(r"workers=(\d+)", tip)
@@ -318,8 +319,9 @@ def test_no_advice_for_a_balanced_pipeline(backend: str) -> None:
     pipe = stage(nap, name="a") | stage(nap, name="b") | stage(nap, name="c")
     with pipe.iter(range(40), backend=backend) as run:
         assert list(run) == list(range(40))
-    assert run.stats.advice == (), str(run.stats)
-    assert "advice:" not in str(run.stats)
+    # (each sleeping stage on worker processes is told it would do as well on threads)
+    tips = [t for t in run.stats.advice if "keep it on threads" not in t]
+    assert tips == [], str(run.stats)
 
 
 def test_advice_says_when_the_source_limits_the_run(backend: str, tmp_path: Path) -> None:
@@ -340,7 +342,8 @@ def test_advice_says_when_the_source_limits_the_run(backend: str, tmp_path: Path
 
     with inc.iter(slow_source(), backend=backend) as run:
         assert list(run) == list(range(1, 13))
-    tips = [t for t in run.stats.advice if "to start" not in t]  # a worker process's start
+    # (a worker process's start, and a stage too cheap for worker processes, told apart)
+    tips = [t for t in run.stats.advice if "to start" not in t and "on threads" not in t]
     assert len(tips) == 1, (tips, str(run.stats))
     assert "the source" in tips[0]
     assert "workers=" not in tips[0]
@@ -354,7 +357,8 @@ def test_advice_says_when_the_consumer_limits_the_run(backend: str) -> None:
     with inc.iter(range(15), backend=backend) as run:
         for _ in run:
             time.sleep(0.01)  # the caller's own slow work on each result
-    tips = [t for t in run.stats.advice if "to start" not in t]  # a worker process's start
+    # (a worker process's start, and a stage too cheap for worker processes, told apart)
+    tips = [t for t in run.stats.advice if "to start" not in t and "on threads" not in t]
     assert len(tips) == 1, (tips, str(run.stats))
     assert "reads the results" in tips[0]
 

@@ -138,7 +138,7 @@ def test_a_run_mostly_spent_starting_names_the_start_not_an_idle_stage() -> None
     quick = run_of(make("Model", 0.9, startup_s=0.3), make("b", 0.1))
     assert quick.starting is None
     assert quick.why == "Model (busy 90%)"
-    # A stage kept busy after a long start limits the run: it is named, not the start.
+    # A stage that worked about as long as the start limits the run: it is named.
     busy_after = run_of(make("Model", 0.1, startup_s=0.6), make("b", 0.9))
     assert busy_after.starting is None
     assert busy_after.why == "b (busy 90%)"
@@ -317,13 +317,21 @@ def test_a_source_stage_is_never_advised() -> None:
 
 def test_memory_of_worker_processes_gets_a_column_only_when_known() -> None:
     stats = run_of(
-        make("model", 0.5, workers=2, in_caller=False, rss_bytes=273_000_000, cpu_s=0.9),
+        make(
+            "model",
+            0.5,
+            workers=2,
+            in_caller=False,
+            rss_bytes=273_000_000,
+            cpu_s=0.9,
+            worker_cpu_s=1.2,
+        ),
         make("b", 0.1),
     )
     lines = str(stats).splitlines()
-    assert lines[0].split()[-1] == "rss"
-    assert lines[2].split()[-1] == "273MB"
-    assert lines[3].split()[-1] == "-"
+    assert lines[0].split()[-2:] == ["proc-cpu", "rss"]
+    assert lines[2].split()[-2:] == ["1.20s", "273MB"]
+    assert lines[3].split()[-2:] == ["-", "-"]
     assert "| rss |" in stats.to_markdown()
     assert "rss" not in str(run_of(make("a", 0.5))).splitlines()[0].split()
 

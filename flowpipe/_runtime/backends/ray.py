@@ -35,7 +35,6 @@ import cloudpickle
 
 from ..._errors import MissingExtra, StageError, StageOptionError
 from ..._observe.counters import WorkerCounters
-from ..._observe.usage import resident_bytes
 from ..._plan.edges import Capabilities
 from ..._transport import wire
 from ..._transport.buffer import Aborted, payload_bytes
@@ -212,12 +211,7 @@ class _StageActor:
 
     def _part(self, outputs: list[Any]) -> None:
         assert self.server is not None
-        cpu, queued = self.server.usage()
-        self._put(
-            PartOutputs(
-                outputs, self.server.take_events(), cpu=cpu, queued=queued, rss=resident_bytes()
-            )
-        )
+        self._put(PartOutputs(outputs, self.server.take_events(), **self.server.usage()))
 
     def _put(self, reply: PartOutputs | SliceOutputs | Failure) -> None:
         while not self.stopping.is_set():

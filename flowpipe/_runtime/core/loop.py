@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
 from ..._errors import StageError
 from ..._observe.counters import WorkerCounters
-from ..._observe.usage import native_id, run_queue_wait, thread_cpu
+from ..._observe.usage import ThreadClock
 from ..._transport.buffer import Aborted, Channel
 from .invoke import Part, SliceCaller, close_callable
 from .routing import Emitter, Reorderer
@@ -84,7 +84,7 @@ class LocalCaller:
         self.open_handles = open_handles  # outputs of a worker elsewhere may be handles
         self.submitted: tuple[list[Any], int] = ([], 0)
         self.counters = counters
-        counters.tid = native_id()  # built in the worker thread, which makes the calls
+        self.clock = ThreadClock()  # built in the worker thread, which makes the calls
 
     def submit(self, items: list[Any], offset: int) -> None:
         self.submitted = (items, offset)
@@ -94,16 +94,16 @@ class LocalCaller:
         self.submitted = ([], 0)
         if self.open_handles is not None:
             items = self.open_handles(items)
-        cpu = thread_cpu()  # this thread's own CPU clock: not other threads', not other programs'
+        # This thread's own CPU time and wait for a core: not other threads', not other
+        # programs'.
+        self.clock.begin()
         try:
             return self.slices.call(items, offset, part)
         finally:
-            self.counters.add_usage(thread_cpu() - cpu)
+            self.counters.add_usage(*self.clock.end())
 
     def close(self) -> None:
-        c = self.counters
-        if c.tid is not None:  # the thread's final count, before it ends
-            c.queued, c.tid = run_queue_wait(c.tid), None
+        self.clock.close()
         close_callable(self.fn)
 
 

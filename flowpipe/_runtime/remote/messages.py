@@ -6,14 +6,17 @@ classes and nothing else::
 
     caller (RemoteCaller + a backend's RemoteWorker)     worker (SliceServer)
     ────────────────────────────────────────────────     ────────────────────
-    LoadStage(label, node, prefix, seal_outputs) ─────►  build the callable (a class stage's instance)
+    LoadStage(label, node, prefix, seal_outputs, ─────►  register ``sources`` (tracebacks),
+              sources)                                   build the callable (a class stage's instance)
                                            ◄─────────    Ready() | Failure(...)
     CallSlice(items, offset, sealed, released, skip) ─►  SliceCaller.call(items, offset)
                                            ◄─────────    a generator stage, while it runs:
                                                          PartOutputs(outputs, events, ...)
     More(released) ───────────────────────────────────►  (one per part: the worker may send another)
                                            ◄─────────    SliceOutputs(outputs, errors, retries,
-                                                             skipped, left, events, ...) | Failure(...)
+                                                             skipped, left, events, ...,
+                                                             cpu, queued, worker_cpu, rss)
+                                                         | Failure(...)
     Close() ──────────────────────────────────────────►  stage.close()
                                            ◄─────────    Closed(None | Failure)
 
@@ -98,15 +101,17 @@ class PartOutputs(NamedTuple):
     kept: list[tuple[int, int]] | None = None
     cpu: float | None = None
     queued: float | None = None
+    worker_cpu: float | None = None
     rss: int | None = None
 
 
 class SliceOutputs(NamedTuple):
     """A slice's (remaining) outputs, and what the worker counted while calling it.
-    ``left``: of the slice's ``skip``, how many outputs were still to drop; ``cpu``:
-    the worker's CPU seconds since its last answer, ``queued``: seconds its calling
-    thread waited for a core meanwhile, ``rss``: its process's resident memory in
-    bytes now (``None``: not known there)."""
+    ``left``: of the slice's ``skip``, how many outputs were still to drop. What the
+    worker used since its last answer: ``cpu``, the calling thread's CPU seconds in
+    its calls, ``queued``, the seconds it waited for a core in them, ``worker_cpu``,
+    the whole process's CPU seconds; ``rss``: its resident memory in bytes now
+    (``None``: not known there)."""
 
     outputs: list[Any]
     errors: int
@@ -118,6 +123,7 @@ class SliceOutputs(NamedTuple):
     kept: list[tuple[int, int]] | None = None
     cpu: float | None = None
     queued: float | None = None
+    worker_cpu: float | None = None
     rss: int | None = None
 
 

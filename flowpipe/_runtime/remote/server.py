@@ -18,7 +18,7 @@ import cloudpickle
 
 from ..._errors import TEXT_LIMIT, StageError, exception_text
 from ..._observe.counters import WorkerCounters
-from ..._observe.usage import native_id, process_cpu, resident_bytes, run_queue_wait
+from ..._observe.usage import ThreadClock, process_cpu, resident_bytes
 from ..._transport.buffer import Aborted
 from ..._transport.wire import WireError
 from ..core.aio import AsyncSliceCaller
@@ -99,21 +99,27 @@ class SliceServer:
         # Retries and skips, replayed by the caller (logs, an ``on_error`` callable).
         self.events: list[PolicyEvent] = []
         self.caller.policy.events = self.events
-        # What the worker uses from here on (building the stage was its start).
-        self.tid = native_id()
-        self.cpu_mark = process_cpu()
-        self.queue_mark = run_queue_wait(self.tid)
+        # What the worker uses from here on (building the stage was its start): in its
+        # calls, the calling thread's own CPU and wait for a core (as a worker thread
+        # counts them), and the whole process's CPU.
+        self.clock = ThreadClock()
+        self.worker_mark = process_cpu()
+        self.used: tuple[float, float | None] | None = None  # the last call's, to report
 
-    def usage(self) -> tuple[float, float | None]:
-        """CPU seconds this worker process used, and seconds its calling thread waited
-        for a core, since the last answer."""
-        cpu, queued = process_cpu(), run_queue_wait(self.tid)
-        used = cpu - self.cpu_mark
-        waited = (
-            queued - self.queue_mark if queued is not None and self.queue_mark is not None else None
-        )
-        self.cpu_mark, self.queue_mark = cpu, queued
-        return used, waited
+    def usage(self) -> dict[str, Any]:
+        """What the worker used since its last answer, as fields of an answer: ``cpu``
+        and ``queued`` in its last call (a generator's parts: none yet), ``worker_cpu``
+        of the whole process, ``rss`` now."""
+        worker = process_cpu()
+        cpu, queued = self.used if self.used is not None else (None, None)
+        used = {
+            "cpu": cpu,
+            "queued": queued,
+            "worker_cpu": worker - self.worker_mark,
+            "rss": resident_bytes(),
+        }
+        self.used, self.worker_mark = None, worker
+        return used
 
     def call(
         self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
@@ -124,6 +130,7 @@ class SliceServer:
         ``SliceCaller``); an error it raises is raised here, not answered.
         """
         caller = self.caller
+        self.clock.begin()
         try:
             if isinstance(caller, SliceCaller):
                 outputs = caller.call(items, offset, part, skip)
@@ -136,19 +143,12 @@ class SliceServer:
             return failure(self.label, err.index, err.item, cause)
         except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
             return failure(self.label, None, None, exc)  # which item: not known here
+        finally:
+            self.used = self.clock.end()
         c = self.counters
         left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
-        cpu, queued = self.usage()
         done = SliceOutputs(
-            outputs,
-            c.errors,
-            c.retries,
-            c.skipped,
-            left,
-            self.take_events(),
-            cpu=cpu,
-            queued=queued,
-            rss=resident_bytes(),
+            outputs, c.errors, c.retries, c.skipped, left, self.take_events(), **self.usage()
         )
         c.errors = c.retries = c.skipped = 0
         return done
@@ -161,6 +161,7 @@ class SliceServer:
         return events
 
     def close(self) -> None:
+        self.clock.close()
         try:
             if isinstance(self.caller, AsyncSliceCaller):
                 self.caller.close()

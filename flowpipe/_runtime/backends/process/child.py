@@ -132,7 +132,6 @@ class Worker:
 
     def send_part(self, outputs: list[Any]) -> None:
         """A generator stage's outputs, sent while it runs; waits for credit."""
-        from ...._observe.usage import resident_bytes
         from ...._transport import recycle
         from ...._transport.buffer import Aborted
         from ...remote.messages import PartOutputs
@@ -141,13 +140,8 @@ class Worker:
         if not self.inbox.wait_for_credit():
             raise Aborted
         events = self.server.take_events()
-        cpu, queued = self.server.usage()
         report = recycle.report()
-        self.send(
-            PartOutputs(
-                self.pack(outputs), events, report, cpu=cpu, queued=queued, rss=resident_bytes()
-            )
-        )
+        self.send(PartOutputs(self.pack(outputs), events, report, **self.server.usage()))
 
     def serve(self) -> int:
         """Answer slices until told to close; the exit code."""
