@@ -34,6 +34,7 @@ class WorkerCounters:
         "started",
         "startup",
         "waiting",
+        "wall",
         "worker_cpu",
     )
 
@@ -58,6 +59,7 @@ class WorkerCounters:
         self.queued: float | None = None
         self.rss: int | None = None  # bytes its worker process held, as last reported
         self.worker_cpu: float | None = None  # CPU seconds of its worker process, in all
+        self.wall: float | None = None  # seconds of its calls, by its worker process's clock
 
     def add_usage(
         self,
@@ -65,9 +67,13 @@ class WorkerCounters:
         queued: float | None = None,
         rss: int | None = None,
         worker_cpu: float | None = None,
+        wall: float | None = None,
     ) -> None:
         """Add what a slice used (``None``: not measured there); ``rss``: the memory its
-        worker process holds now, ``worker_cpu``: that process's CPU meanwhile."""
+        worker process holds now, ``worker_cpu``: that process's CPU meanwhile, ``wall``:
+        the seconds of its calls there."""
+        if wall is not None:
+            self.wall = wall if self.wall is None else self.wall + wall
         if rss is not None:
             self.rss = rss
         if worker_cpu is not None:

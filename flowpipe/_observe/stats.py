@@ -75,6 +75,10 @@ class StageStats:
     rss_bytes: int | None = None
     """Resident memory of its worker processes (or actors), summed, as each last
     reported it (``None`` for stages in the caller's process)."""
+    call_s: float | None = None
+    """Seconds of its calls by the clock of the worker process (or actor) that ran
+    them, summed (``None`` in the caller's process, where they are ``busy_s``): its
+    busy time less the trips to and from the worker and the caller's own delays."""
     worker_cpu_s: float | None = None
     """CPU seconds of its worker processes (or actors) in all: its calls, and also
     receiving, opening and sending items (``None`` for stages in the caller's process)."""
@@ -85,9 +89,10 @@ class StageStats:
         waited for one (``queued_s``: other programs' load): near 1 for CPU work (Python
         or native, however loaded the machine), near 0 for waiting (sleep, I/O), about
         ``1/workers`` for threads taking turns on the GIL."""
-        if self.cpu_s is None or self.busy_s <= 0:
+        called = self.call_s if self.call_s is not None else self.busy_s  # where they ran
+        if self.cpu_s is None or called <= 0:
             return None
-        ran = self.busy_s - (self.queued_s or 0.0)
+        ran = called - (self.queued_s or 0.0)
         return min(1.0, self.cpu_s / ran) if ran > 0 else 1.0
 
     @property
@@ -185,6 +190,7 @@ def combine(
         queued_s=_sum_known(c.queued for c in counters),
         rss_bytes=_sum_known(c.rss for c in counters),
         worker_cpu_s=_sum_known(c.worker_cpu for c in counters),
+        call_s=_sum_known(c.wall for c in counters),
     )
 
 

@@ -39,7 +39,7 @@ class ThreadClock:
     spent waiting (``None`` where it cannot be read).
     """
 
-    __slots__ = ("cpu0", "fd", "last", "q0", "sampled", "t0", "waited")
+    __slots__ = ("cpu0", "fd", "last", "q0", "sampled", "t0", "waited", "wall_end")
 
     def __init__(self) -> None:
         try:
@@ -48,8 +48,13 @@ class ThreadClock:
             self.fd = None
         self.last = -SAMPLE_SECONDS  # when the wait for a core was last read
         self.waited = self.sampled = 0.0  # seconds waiting, of seconds sampled
-        self.t0 = self.cpu0 = 0.0
+        self.t0 = self.cpu0 = self.wall_end = 0.0
         self.q0: float | None = None
+
+    @property
+    def wall(self) -> float:
+        """Seconds the last call took."""
+        return self.wall_end - self.t0
 
     def _queued(self) -> float | None:
         assert self.fd is not None
@@ -66,9 +71,10 @@ class ThreadClock:
         self.q0 = self._queued() if sample else None
 
     def end(self) -> tuple[float, float | None]:
-        """The call ended: its CPU seconds, and its seconds waiting for a core."""
+        """The call ended: its CPU seconds, and its seconds waiting for a core (its
+        seconds in all: ``wall``)."""
         cpu = time.thread_time() - self.cpu0
-        t1 = time.perf_counter()
+        t1 = self.wall_end = time.perf_counter()
         if self.q0 is not None:
             q1 = self._queued()
             if q1 is not None:

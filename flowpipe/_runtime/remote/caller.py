@@ -199,7 +199,7 @@ class RemoteCaller:
         of the slice that came before them) or, without ``part``, added to ``held``;
         the worker may send the next. Returns how many."""
         outputs, events = reply.outputs, reply.events
-        self.counters.add_usage(reply.cpu, reply.queued, reply.rss, reply.worker_cpu)
+        self.counters.add_usage(reply.cpu, reply.queued, reply.rss, reply.worker_cpu, reply.wall)
         if events:
             self.policy.replay(events)
         if part is None:
@@ -290,7 +290,7 @@ class RemoteCaller:
         return err
 
     def _outputs(self, reply: SliceOutputs) -> list[Any]:
-        self.counters.add_usage(reply.cpu, reply.queued, reply.rss, reply.worker_cpu)
+        self.counters.add_usage(reply.cpu, reply.queued, reply.rss, reply.worker_cpu, reply.wall)
         self.counters.errors += reply.errors
         self.counters.retries += reply.retries
         self.counters.skipped += reply.skipped

@@ -15,7 +15,7 @@ classes and nothing else::
     More(released) ───────────────────────────────────►  (one per part: the worker may send another)
                                            ◄─────────    SliceOutputs(outputs, errors, retries,
                                                              skipped, left, events, ...,
-                                                             cpu, queued, worker_cpu, rss)
+                                                             cpu, queued, wall, worker_cpu, rss)
                                                          | Failure(...)
     Close() ──────────────────────────────────────────►  stage.close()
                                            ◄─────────    Closed(None | Failure)
@@ -101,6 +101,7 @@ class PartOutputs(NamedTuple):
     kept: list[tuple[int, int]] | None = None
     cpu: float | None = None
     queued: float | None = None
+    wall: float | None = None
     worker_cpu: float | None = None
     rss: int | None = None
 
@@ -109,7 +110,8 @@ class SliceOutputs(NamedTuple):
     """A slice's (remaining) outputs, and what the worker counted while calling it.
     ``left``: of the slice's ``skip``, how many outputs were still to drop. What the
     worker used since its last answer: ``cpu``, the calling thread's CPU seconds in
-    its calls, ``queued``, the seconds it waited for a core in them, ``worker_cpu``,
+    its calls, ``queued``, the seconds it waited for a core in them, ``wall``, their
+    seconds by the worker's own clock, ``worker_cpu``,
     the whole process's CPU seconds; ``rss``: its resident memory in bytes now
     (``None``: not known there)."""
 
@@ -123,6 +125,7 @@ class SliceOutputs(NamedTuple):
     kept: list[tuple[int, int]] | None = None
     cpu: float | None = None
     queued: float | None = None
+    wall: float | None = None
     worker_cpu: float | None = None
     rss: int | None = None
 

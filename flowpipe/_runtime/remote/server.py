@@ -104,17 +104,18 @@ class SliceServer:
         # counts them), and the whole process's CPU.
         self.clock = ThreadClock()
         self.worker_mark = process_cpu()
-        self.used: tuple[float, float | None] | None = None  # the last call's, to report
+        self.used: tuple[float, float | None, float] | None = None  # the last call's
 
     def usage(self) -> dict[str, Any]:
-        """What the worker used since its last answer, as fields of an answer: ``cpu``
-        and ``queued`` in its last call (a generator's parts: none yet), ``worker_cpu``
-        of the whole process, ``rss`` now."""
+        """What the worker used since its last answer, as fields of an answer: ``cpu``,
+        ``queued`` and ``wall`` of its last call (a generator's parts: none yet),
+        ``worker_cpu`` of the whole process, ``rss`` now."""
         worker = process_cpu()
-        cpu, queued = self.used if self.used is not None else (None, None)
+        cpu, queued, wall = self.used if self.used is not None else (None, None, None)
         used = {
             "cpu": cpu,
             "queued": queued,
+            "wall": wall,
             "worker_cpu": worker - self.worker_mark,
             "rss": resident_bytes(),
         }
@@ -144,7 +145,7 @@ class SliceServer:
         except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
             return failure(self.label, None, None, exc)  # which item: not known here
         finally:
-            self.used = self.clock.end()
+            self.used = (*self.clock.end(), self.clock.wall)
         c = self.counters
         left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
         done = SliceOutputs(
