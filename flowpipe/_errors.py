@@ -20,6 +20,8 @@ Bad building blocks subclass the stdlib type users already catch, so
 
 from __future__ import annotations
 
+import os
+from types import TracebackType
 from typing import Any
 
 __all__ = [
@@ -90,6 +92,25 @@ def safe_repr(obj: Any) -> str:
         return f"<unprintable {type(obj).__name__}>"
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # flowpipe's own files
+
+
+def _internal(tb: TracebackType) -> bool:
+    return tb.tb_frame.f_code.co_filename.startswith(_PACKAGE)
+
+
+def hide_internal_frames(exc: BaseException) -> None:
+    """Drop flowpipe's frames from the top of ``exc``'s traceback (the calls that led
+    into the stage's code), so it starts at the user's code; kept whole when no user
+    frame follows (an error of flowpipe's own)."""
+    tb = exc.__traceback__
+    first = tb
+    while first is not None and _internal(first):
+        first = first.tb_next
+    if first is not None and first is not tb:
+        exc.__traceback__ = first
+
+
 def _short_repr(item: Any, limit: int = 80) -> str:
     try:
         text = repr(item)
@@ -122,6 +143,8 @@ class StageError(FlowpipeError):
         self.index = index
         self.item = item
         self.remote_traceback = remote_traceback
+        if cause is not None:  # its traceback starts at the user's code
+            hide_internal_frames(cause)
         if index is None:
             where = ""
         elif yielded:  # a source stage has no input: say how far it got

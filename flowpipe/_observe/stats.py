@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import math
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 from .counters import WorkerCounters, latency_percentiles
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,8 @@ class StageStats:
     """Calls that raised (retried ones included)."""
     retries: int
     busy_s: float
-    """Seconds spent in the stage's function, summed over workers."""
+    """Seconds spent in the stage's function, summed over workers. A generator
+    suspended at ``yield`` while the next buffer is full is blocked, not busy."""
     waiting_s: float
     """Seconds its workers waited for input."""
     blocked_s: float
@@ -45,7 +47,8 @@ class StageStats:
     calls: int = 0
     """Calls of the stage's function (one per item; one per batch with ``batch=``)."""
     latency_p50_s: float | None = None
-    """Median seconds per call (``None`` before the first call)."""
+    """Median seconds per call (``None`` before the first call); for a generator stage
+    and a source, seconds per output (the time to make each)."""
     latency_p99_s: float | None = None
     """99th percentile of seconds per call."""
     span_s: float = 0.0
@@ -59,6 +62,38 @@ class StageStats:
     batch: int | None = None
     source: bool = False
     """A source stage (it takes no input; its row counts what it yielded)."""
+    startup_s: float = 0.0
+    """Seconds its first worker took to start, before the stage could take an input: a
+    worker process's boot, a class stage's ``__init__`` (a model load); restarts after
+    a crash included."""
+    cpu_s: float | None = None
+    """CPU seconds its workers used in their calls, summed: a worker thread's own CPU
+    clock, a worker process's CPU time (``None`` where not measured: async stages)."""
+    queued_s: float | None = None
+    """Seconds of its calls its calling threads were ready to run but waited for a core
+    (other programs' load, more busy threads than cores; Linux only, else ``None``)."""
+    rss_bytes: int | None = None
+    """Resident memory of its worker processes (or actors), summed, as each last
+    reported it (``None`` for stages in the caller's process)."""
+    call_s: float | None = None
+    """Seconds of its calls by the clock of the worker process (or actor) that ran
+    them, summed (``None`` in the caller's process, where they are ``busy_s``): its
+    busy time less the trips to and from the worker and the caller's own delays."""
+    worker_cpu_s: float | None = None
+    """CPU seconds of its worker processes (or actors) in all: its calls, and also
+    receiving, opening and sending items (``None`` for stages in the caller's process)."""
+
+    @property
+    def cpu_share(self) -> float | None:
+        """Share of its busy time its workers ran on a core, leaving out the time they
+        waited for one (``queued_s``: other programs' load): near 1 for CPU work (Python
+        or native, however loaded the machine), near 0 for waiting (sleep, I/O), about
+        ``1/workers`` for threads taking turns on the GIL."""
+        called = self.call_s if self.call_s is not None else self.busy_s  # where they ran
+        if self.cpu_s is None or called <= 0:
+            return None
+        ran = called - (self.queued_s or 0.0)
+        return min(1.0, self.cpu_s / ran) if ran > 0 else 1.0
 
     @property
     def busy_share(self) -> float:
@@ -150,7 +185,27 @@ def combine(
         on_this_machine=on_this_machine,
         batch=batch,
         source=source,
+        startup_s=min((c.startup for c in counters if c.startup > 0), default=0.0),
+        cpu_s=_sum_known(c.cpu for c in counters),
+        queued_s=_sum_known(c.queued for c in counters),
+        rss_bytes=_sum_known(c.rss for c in counters),
+        worker_cpu_s=_sum_known(c.worker_cpu for c in counters),
+        call_s=_sum_known(c.wall for c in counters),
     )
+
+
+def _sum_known(values: Iterable[_N | None]) -> _N | None:
+    known = [v for v in values if v is not None]
+    return sum(known[1:], known[0]) if known else None
+
+
+def format_bytes(n: int | None) -> str:
+    """``273MB``, ``1.2GB``; ``-`` for no value."""
+    if n is None:
+        return "-"
+    if n >= 10**9:
+        return f"{n / 1e9:.1f}GB"
+    return f"{n / 1e6:.0f}MB"
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -184,7 +239,11 @@ _HEAD = (
     "dropped",
     "errors",
     "retries",
+    "start",
     "busy",
+    "wait",
+    "blocked",
+    "cpu",
     "p50",
     "p99",
     "items/s",
@@ -216,15 +275,40 @@ class RunStats:
 
         Ranking by work done rather than by ``busy_share`` keeps a short run fair:
         a stage whose worker process started late looks busy over its short life.
+        A run that spent most of its time starting a stage's workers (``starting``)
+        was limited by that start: then it is that stage.
         """
+        starting = self.starting
+        if starting is not None:
+            return starting
         working = [s for s in self.stages if s.busy_s > 0]
         return max(working, key=lambda s: s.load_s, default=None)
+
+    @property
+    def starting(self) -> StageStats | None:
+        """The stage whose start limited the run, if one did: the slowest to start, when
+        its start took at least a quarter of the run and more than twice as long as any
+        stage worked (``load_s``): a run too short for its stages' numbers to say what
+        limits them."""
+        slowest = max(self.stages, key=lambda s: s.startup_s, default=None)
+        if slowest is None or slowest.startup_s < STARTUP_SHARE * self.elapsed_s:
+            return None
+        if any(2 * s.load_s >= slowest.startup_s for s in self.stages):
+            return None  # a stage that worked about as long limits the run: say that
+        return slowest
 
     @property
     def why(self) -> str:
         """Why the bottleneck is the bottleneck, in words (``""`` before any work)."""
         neck = self.bottleneck
-        return "" if neck is None else f"{neck.name} (busy {neck.busy_share:.0%})"
+        if neck is None:
+            return ""
+        if neck is self.starting:
+            return (
+                f"{neck.name} (start-up {format_seconds(neck.startup_s)} "
+                f"of the run's {format_seconds(self.elapsed_s)})"
+            )
+        return f"{neck.name} (busy {neck.busy_share:.0%})"
 
     @property
     def advice(self) -> tuple[str, ...]:
@@ -237,7 +321,16 @@ class RunStats:
             "stages": [dataclasses.asdict(s) for s in self.stages],
         }
 
+    def _head(self) -> tuple[str, ...]:
+        """The columns; ``proc-cpu`` and ``rss`` only when some stage runs in worker
+        processes."""
+        return (*_HEAD, "proc-cpu", "rss") if self._with_rss() else _HEAD
+
+    def _with_rss(self) -> bool:
+        return any(s.rss_bytes is not None for s in self.stages)
+
     def _rows(self) -> list[tuple[str, ...]]:
+        rss = self._with_rss()
         return [
             (
                 s.name,
@@ -248,12 +341,17 @@ class RunStats:
                 str(s.dropped),
                 str(s.errors),
                 str(s.retries),
+                format_seconds(s.startup_s) if s.startup_s > 0 else "-",
                 f"{s.busy_share:.0%}",
+                f"{s.waiting_share:.0%}",
+                f"{s.blocked_share:.0%}",
+                format_seconds(s.cpu_s),
                 format_seconds(s.latency_p50_s),
                 format_seconds(s.latency_p99_s),
                 f"{s.throughput:,.0f}",
                 f"{s.buffer_fill}/{s.buffer_size}" if s.buffer_size else "-",
                 str(s.buffer_peak) if s.buffer_size else "-",
+                *((format_seconds(s.worker_cpu_s), format_bytes(s.rss_bytes)) if rss else ()),
             )
             for s in self.stages
         ]
@@ -265,8 +363,9 @@ class RunStats:
         return [tail, *(f"advice: {tip}" for tip in self.advice)]
 
     def __str__(self) -> str:
-        rows = [_HEAD, *self._rows()]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
+        head = self._head()
+        rows = [head, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
             "  ".join(
                 c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
@@ -278,9 +377,10 @@ class RunStats:
 
     def to_markdown(self) -> str:
         """The table as Markdown (what a notebook shows)."""
+        head = self._head()
         lines = [
-            "| " + " | ".join(_HEAD) + " |",
-            "|" + "|".join(":--" if i == 0 else "--:" for i in range(len(_HEAD))) + "|",
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(":--" if i == 0 else "--:" for i in range(len(head))) + "|",
             *("| " + " | ".join(row) + " |" for row in self._rows()),
             "",
         ]
@@ -297,7 +397,7 @@ class RunStats:
 
     def to_html(self) -> str:
         """The table as HTML, then the run's time, bottleneck and advice (what a notebook shows)."""
-        rows = [_html_row(_HEAD, "th"), *(_html_row(row, "td") for row in self._rows())]
+        rows = [_html_row(self._head(), "th"), *(_html_row(row, "td") for row in self._rows())]
         tail = (  # `workers=3` in advice reads as code
             re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(line, quote=False))
             for line in self._tail()
@@ -333,26 +433,49 @@ def _html_row(cells: Sequence[str], tag: str) -> str:
 
 
 # -- advice ------------------------------------------------------------------------------
+#
+# Every rule reads the run's own numbers; each threshold has a margin on either side
+# of the values real stages take (a sleeping stage is near 0% CPU, a computing one
+# near 100%), so identical runs land on the same side and get the same advice.
 
 BUSY = 0.75  # a stage busier than this is saturated
 MARGIN = 0.15  # ...and limits the run when the next stage has < 85% of its work per worker
 MIN_CALLS = 10  # fewer calls than this are too few to judge
 SHORT_CALL = 1e-3  # seconds: calls shorter than this are dominated by per-call costs
+STARTUP_SHARE = 0.25  # a start that took this share of the run (and more than any work)
+WAITS = 0.3  # a stage on a core less than this share of its busy time mostly waits
+COMPUTES = 0.7  # threads of one stage using less than this, one core between them: the GIL
+CHEAP_CPU = 1e-4  # CPU seconds a call: less than a worker process costs to reach
 
 
 def advise(stats: RunStats) -> tuple[str, ...]:
     """Suggestions from the measured numbers; see ``docs/observing.md`` for the rules."""
+    tips: list[str] = []
+    starting = stats.starting
+    if starting is not None:
+        tips.append(
+            f"`{starting.name}`'s workers took {format_seconds(starting.startup_s)} to start "
+            f"(a worker process, its `__init__`, a model load) of the run's "
+            f"{format_seconds(stats.elapsed_s)}: the run is mostly start-up; a longer run "
+            "spreads that cost, and `keep_alive=True` keeps the workers for the next run"
+        )
     working = [s for s in stats.stages if not s.source and s.calls >= MIN_CALLS]
+    tips.extend(_main_advice(stats, working))
+    tips.extend(_too_cheap(s) for s in working if _is_too_cheap(s))
+    return tuple(tips)
+
+
+def _main_advice(stats: RunStats, working: list[StageStats]) -> list[str]:
     if not working:
-        return ()
+        return []
     ranked = sorted(working, key=lambda s: s.load_s, reverse=True)
     top = ranked[0]
     # How much of the top stage's work per worker the next stage has: near 1, balanced.
     second = ranked[1].load_s / top.load_s if len(ranked) > 1 and top.load_s > 0 else 0.0
     if top.busy_share >= BUSY:
         if second > 1 - MARGIN:
-            return ()  # balanced: several stages do as much work, none alone limits
-        return tuple(_for_bottleneck(stats, top, second))
+            return []  # balanced: several stages do as much work, none alone limits
+        return _for_bottleneck(stats, top, second)
     tips: list[str] = []
     last, first = working[-1], working[0]
     if last.blocked_share >= 0.5:
@@ -366,33 +489,70 @@ def advise(stats: RunStats) -> tuple[str, ...]:
             f"({format_rate(first.items_in / stats.elapsed_s if stats.elapsed_s else 0)} "
             "items/s) limits the run; more workers would not help"
         )
-    return tuple(tips)
+    return tips
+
+
+def _more_workers(w: int, second: float) -> int:
+    """Workers enough for the stage to do no more work per worker than the next stage
+    (``second`` of its work per worker now), in steps of 2x: 2w, or 4w when 2w would
+    clearly fall short (by more than ``MARGIN``), so that noise does not change it."""
+    need = w / max(second, 0.25)
+    return 2 * w if need <= 2 * w * (1 + MARGIN) else 4 * w
+
+
+def _uses_the_gil(stats: RunStats, s: StageStats, share: float) -> bool:
+    """Threads of the caller's process that take turns on one core: their CPU adds up
+    to about one core while each spends most of its busy time off a core, neither
+    sleeping (that uses no core at all) nor waiting for one (``queued_s``: other
+    programs' load, which native code on a busy machine waits for)."""
+    if not s.in_caller or s.workers < 2 or stats.cpus < 2 or s.cpu_s is None:
+        return False
+    cores = s.cpu_s / s.load_s if s.load_s > 0 else 0.0  # cores its busy workers used together
+    return share < COMPUTES and 1 - 2 * MARGIN <= cores <= 1 + 2 * MARGIN
 
 
 def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
-    w = s.workers
-    # With w' workers its work per worker shrinks to that of the next stage when
-    # w' >= w / second (``second`` floored: at most 4x the workers at once).
-    wanted = max(w + 1, min(4 * w, math.ceil(w / max(second, 0.25) - 1e-9)))
-    cores_used = stats.cpu_s / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
-    cpu_bound = False
-    if not s.in_caller and s.on_this_machine:
-        wanted = min(wanted, stats.cpus)  # a worker process per core
-    elif cores_used >= 0.5:  # the run does CPU work: scale with the cores left
-        cpu_bound = True
-        wanted = min(wanted, round(w * stats.cpus / cores_used))
+    w, cpus = s.workers, stats.cpus
+    wanted = _more_workers(w, second)
+    share = s.cpu_share
     head = f"`{s.name}` is busy {s.busy_share:.0%} of the time and limits the run"
     tips: list[str] = []
-    if wanted > w:
-        tip = f"{head}: try `workers={wanted}`"
-        if cpu_bound and s.in_caller:
-            tip += ' (pure-Python work holds the GIL: then with `backend="process"`)'
-        tips.append(tip)
-    else:
+    if share is not None and _uses_the_gil(stats, s, share):
         tips.append(
-            f"{head}, and the run keeps the machine's {stats.cpus} CPU cores busy: "
-            f"more workers need more cores; make `{s.name}` cheaper"
+            f"{head}; its {w} threads used one core between them ({share:.0%} of their busy "
+            "time on a core): pure-Python work holds the GIL, so more threads do not help; "
+            f'try `backend="process"` on this stage with `workers={min(wanted, cpus)}`'
         )
+    elif share is None:  # not measured: at most a worker process per core
+        if not s.in_caller and s.on_this_machine:
+            wanted = min(wanted, cpus)
+        tips.append(
+            f"{head}: try `workers={wanted}`"
+            if wanted > w
+            else f"{head}, and has a worker per CPU core ({cpus}): more workers need more "
+            f"cores; make `{s.name}` cheaper"
+        )
+    elif share < WAITS:  # it waits (sleep, I/O): more workers overlap the waits
+        tips.append(
+            f"{head}, mostly waiting (sleep, I/O: {share:.0%} of its busy time on a core): "
+            f"try `workers={wanted}`"
+        )
+    else:  # it computes: at most as many such workers as cores
+        on_cores = f"{share:.0%} of its busy time on a core"
+        wanted = min(wanted, cpus)  # never more workers that compute than cores
+        if wanted <= w:
+            tips.append(
+                f"{head}, and computes ({on_cores}) with as many workers as the machine's "
+                f"{cpus} CPU cores allow: more workers need more cores; make `{s.name}` cheaper"
+            )
+        else:
+            tip = f"{head}, and computes ({on_cores}): try `workers={wanted}` ({cpus} CPU cores)"
+            if s.in_caller and w == 1:  # one thread: nothing tells native code from Python yet
+                tip += (
+                    "; threads run at once only in code that releases the GIL (NumPy, OpenCV, "
+                    'PyTorch): for pure-Python work, with `backend="process"`'
+                )
+            tips.append(tip)
     p50 = s.latency_p50_s
     if p50 is not None and p50 < SHORT_CALL:
         if s.batch is None:
@@ -406,3 +566,19 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
                 f"try `batch={s.batch * 4}`"
             )
     return tips
+
+
+def _is_too_cheap(s: StageStats) -> bool:
+    """A stage whose workers run elsewhere (worker processes, actors), whose calls use
+    less CPU than reaching such a worker costs."""
+    return not s.in_caller and s.cpu_s is not None and s.cpu_s / s.calls < CHEAP_CPU
+
+
+def _too_cheap(s: StageStats) -> str:
+    assert s.cpu_s is not None
+    where, many = ("worker process", "es") if s.on_this_machine else ("remote worker", "s")
+    return (
+        f"`{s.name}` uses only {format_seconds(s.cpu_s / s.calls)} of CPU a call in its "
+        f"{where}{many}, less than sending items to a {where} costs: keep it on threads "
+        f'(`backend="thread"` on this stage)'
+    )

@@ -44,6 +44,7 @@ from ..remote.caller import RemoteCaller, RemoteWorker, wait_with_grace
 from ..remote.errors import WorkerDied, died_in_close, stage_error, unsendable_error
 from ..remote.messages import Failure, PartOutputs, Ready, Reply, SliceOutputs
 from ..remote.server import SliceServer, failure
+from ..remote.sources import register, shipped
 from .base import Backend, Worker
 
 logger = logging.getLogger("flowpipe")
@@ -172,7 +173,8 @@ class _StageActor:
                 sys.path.append(entry)
         label = "?"
         try:
-            label, node = cloudpickle.loads(stage_bytes)
+            label, node, sources = cloudpickle.loads(stage_bytes)
+            register(sources)  # tracebacks name the user's file and line
             self.server = SliceServer(label, node)
             self.streams = streams_outputs(node)
         except BaseException as exc:
@@ -220,7 +222,7 @@ class _StageActor:
 
     def _part(self, outputs: list[Any]) -> None:
         assert self.server is not None
-        self._put(PartOutputs(outputs, self.server.take_events()))
+        self._put(PartOutputs(outputs, self.server.take_events(), **self.server.usage()))
 
     def _put(self, reply: PartOutputs | SliceOutputs | Failure) -> None:
         while not self.stopping.is_set():
@@ -534,7 +536,8 @@ class RayBackend(Backend):
         options = actor_options(label, stage_run.node.stage.options.resources)
         check_resources(ray, label, options)
         try:
-            stage_bytes = cloudpickle.dumps((label, stage_run.node))
+            sources = shipped(stage_run.node.stage.target)  # for the actor's tracebacks
+            stage_bytes = cloudpickle.dumps((label, stage_run.node, sources))
         except Exception as exc:  # a stage that cannot be shipped fails now, naming it
             raise StageError(label, None, cause=exc) from exc
         state = stage_run.state

@@ -132,7 +132,9 @@ class AsyncStageLoop:
             target=loop.run_forever, name=f"flowpipe-{self.sr.node.label}-loop", daemon=True
         )
         thread.start()
+        t0 = time.perf_counter()
         fn = self.sr.node.stage.make_callable()
+        self.counters.startup += time.perf_counter() - t0
         try:
             self._dispatch(loop, AsyncCalls(self.sr.node, fn, self.counters))
             self.in_flight.wait_empty()

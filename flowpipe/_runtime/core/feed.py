@@ -26,7 +26,7 @@ FAST_RUN = 64  # ...once this many items came that fast in a row
 
 
 def _feed_iterator(iterator: Any, emitter: Emitter, counters: WorkerCounters) -> None:
-    """Move a lazy source into the first channel, counting its items in ``counters.items_out``.
+    """Move a lazy source into the first channel, counting its items in ``counters``.
 
     Each item is sent the moment ``next()`` returns it, so a live source (a
     camera, a sensor, a socket) never has an item held back. Only after a long
@@ -36,6 +36,10 @@ def _feed_iterator(iterator: Any, emitter: Emitter, counters: WorkerCounters) ->
     ``SOURCE_CHUNK_SECONDS`` of reading, which makes the hand-off cheap per
     item. The first slow ``next()`` sends the chunk and returns to one item at
     a time; an item read in such a burst waits at most for that call.
+
+    Time inside ``next()`` is the source's work (``busy``, and its latency per
+    item); time handing items on is ``blocked``: a generator suspended at
+    ``yield`` while the first stage's buffer is full is waiting, not working.
     """
     clock = time.perf_counter
     count = 0
@@ -49,6 +53,7 @@ def _feed_iterator(iterator: Any, emitter: Emitter, counters: WorkerCounters) ->
             emitter.emit(chunk)
             count += 1
             chunk = []
+            _count_items(counters, count, 1, now - last, clock() - now)
             fast_run = fast_run + 1 if now - last <= FAST_NEXT_SECONDS else 0
             if fast_run >= FAST_RUN:  # in chunks while it stays fast
                 limit = 2
@@ -57,13 +62,15 @@ def _feed_iterator(iterator: Any, emitter: Emitter, counters: WorkerCounters) ->
                     append = chunk.append  # item by item: a failing next() keeps what came
                     for item in itertools.islice(iterator, limit):
                         append(item)
-                    took = clock() - started
+                    read = clock()
+                    took = read - started
                     if not chunk:
                         break
                     n = len(chunk)
                     emitter.emit(chunk)
                     count += n
                     chunk = []
+                    _count_items(counters, count, n, took, clock() - read)
                     if took > n * FAST_NEXT_SECONDS or n < limit:
                         break  # it slowed down (or ended): back to one at a time
                     if took < SOURCE_CHUNK_SECONDS / 2:
@@ -72,6 +79,14 @@ def _feed_iterator(iterator: Any, emitter: Emitter, counters: WorkerCounters) ->
             last = clock()
     finally:
         counters.items_out = count + len(chunk)  # the position of a failing next() included
+
+
+def _count_items(counters: WorkerCounters, count: int, n: int, took: float, blocked: float) -> None:
+    """``n`` items read in ``took`` seconds, handed on in ``blocked``; ``count`` in all."""
+    counters.items_out = counters.calls = count
+    counters.busy += took
+    counters.blocked += blocked
+    counters.record_latency(took, n)
 
 
 def feed_source(
@@ -88,13 +103,18 @@ def feed_source(
     """
     iterator: Any = None
     counters.items_out = 0
+    counters.started = time.perf_counter()  # its shares count from its start
     try:
         source = open_source()
+        counters.busy += time.perf_counter() - counters.started
         if isinstance(source, (list, tuple, range)):  # already in memory: hand over in chunks
             for start in range(0, len(source), SOURCE_CHUNK):
                 chunk = list(source[start : start + SOURCE_CHUNK])
+                t = time.perf_counter()
                 emitter.emit(chunk)
                 counters.items_out += len(chunk)
+                counters.calls = counters.items_out
+                counters.blocked += time.perf_counter() - t
         else:
             iterator = iter(source)
             _feed_iterator(iterator, emitter, counters)

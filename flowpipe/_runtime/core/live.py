@@ -189,7 +189,9 @@ def open_live(plan: Plan, **options: Any) -> LiveRun[Any, Any]:
             "a pipeline that starts with it cannot take items from put(); use iter() or run()"
         )
     wired = start_stages(plan, lambda entry, state: [], watch=stall_seconds is not None)
-    run: Run[Any] = Run(wired.state, wired.output, wired.workers, wired.parts, plan, wired.owners)
+    run: Run[Any] = Run(
+        wired.state, wired.output, wired.workers, wired.parts, plan, wired.owners, wired.started
+    )
     watch_stalls(
         wired.state,
         wired.parts,

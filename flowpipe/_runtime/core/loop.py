@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
 from ..._errors import StageError
 from ..._observe.counters import WorkerCounters
+from ..._observe.usage import ThreadClock
 from ..._transport.buffer import Aborted, Channel
 from . import keep
 from .invoke import Part, SliceCaller, close_callable
@@ -101,6 +102,8 @@ class LocalCaller:
             raise
         self.open_handles = open_handles  # outputs of a worker elsewhere may be handles
         self.submitted: tuple[list[Any], int] = ([], 0)
+        self.counters = counters
+        self.clock = ThreadClock()  # built in the worker thread, which makes the calls
 
     def submit(self, items: list[Any], offset: int) -> None:
         self.submitted = (items, offset)
@@ -110,11 +113,18 @@ class LocalCaller:
         self.submitted = ([], 0)
         if self.open_handles is not None:
             items = self.open_handles(items)
-        return self.slices.call(items, offset, part)
+        # This thread's own CPU time and wait for a core: not other threads', not other
+        # programs'.
+        self.clock.begin()
+        try:
+            return self.slices.call(items, offset, part)
+        finally:
+            self.counters.add_usage(*self.clock.end())
 
     def close(self) -> None:
         if self.timed is not None:
             self.timed.close()
+        self.clock.close()
         close_callable(self.fn)
 
     def park(self) -> keep.KeptCallable:
@@ -221,11 +231,13 @@ class StageRun:
     def _with_caller(self, wid: int) -> None:
         counters = self.counters[wid]
         key = keep.key_of(self.node)  # a ``keep_alive`` stage's workers outlive the run
+        t0 = time.perf_counter()
         if self.caller_factory is not None:
             caller: Caller = self.caller_factory(wid, counters)
         else:
             kept = keep.take(key)
             caller = LocalCaller(self.node, counters, self.state.open_handles, kept)
+        counters.startup += time.perf_counter() - t0  # a class stage's __init__, a process boot
         try:
             WorkerLoop(self, caller, counters, wid).run()
         except BaseException:
@@ -338,7 +350,10 @@ class WorkerLoop:
     def _finish(self, slice_: InFlight) -> None:
         """Receive the oldest slice, hand its outputs on, count it."""
         sr, clock = self.sr, time.perf_counter
-        sink = PartSink(sr, slice_.seq) if sr.streams else None
+        # Busy from when the worker could start on it: its submission, or the end
+        # of the slice before it (slices in flight queue at the worker).
+        start = max(slice_.taken, self.last_done)
+        sink = PartSink(sr, slice_.seq, self.counters, start) if sr.streams else None
         self.counters.calling = clock()  # for a stall watch: inside a call since
         if slice_.runs is None:
             outputs = self.caller.receive(sink)
@@ -355,21 +370,22 @@ class WorkerLoop:
             self.counters.calling = 0.0
             hand_on_runs(sr, slice_.runs, outputs)
         t3 = clock()
-        # Busy from when the worker could start on it: its submission, or the end
-        # of the slice before it (slices in flight queue at the worker).
-        start = max(slice_.taken, self.last_done)
         self.last_done = t3
         items = slice_.items
-        self.sizer.update(len(items), t2 - start, slice_bytes(self.sizer, items, outputs))
+        held = sink.blocked if sink is not None else 0.0
+        self.sizer.update(len(items), t2 - start - held, slice_bytes(self.sizer, items, outputs))
         if self.inbox is not None:  # the router cuts this worker's runs to its slice size
             self.inbox.limit = self.batch or self.sizer.size
         n_in = sealed_count(items) if sr.sealed_in else len(items)
         n_out = sealed_count(outputs) if sr.sealed_out else len(outputs)
-        if sink is not None:
+        if sink is not None:  # a generator: latency per output, its last ones now
+            self.counters.record_latency(t2 - sink.mark, n_out)
             n_out += sink.handed_on
         calls = 1 if sr.node.stage.options.batch else n_in
         asked = slice_.asked - slice_.taken + start
-        self.counters.count_slice(n_in, n_out, calls, asked, start, t2, t3)
+        self.counters.count_slice(
+            n_in, n_out, calls, asked, start, t2, t3, held, per_call=sink is None
+        )
 
 
 def hand_on_runs(sr: StageRun, runs: list[tuple[int, int, list[Any]]], outputs: list[Any]) -> None:
@@ -405,16 +421,33 @@ def remap_error(exc: StageError, runs: list[tuple[int, int, list[Any]]]) -> None
 
 
 class PartSink:
-    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs."""
+    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs.
 
-    __slots__ = ("handed_on", "seq", "stage_run")
+    The time it waits handing a part on (the next buffer is full) is the
+    generator's ``blocked`` time, not its work; the time between parts, over
+    the outputs of the part, is its latency per output.
+    """
 
-    def __init__(self, stage_run: StageRun, seq: int) -> None:
+    __slots__ = ("blocked", "counters", "handed_on", "mark", "seq", "stage_run")
+
+    def __init__(
+        self, stage_run: StageRun, seq: int, counters: WorkerCounters, started: float
+    ) -> None:
         self.stage_run = stage_run
         self.seq = seq
+        self.counters = counters
         self.handed_on = 0  # outputs (in items, not sealed slices)
+        self.blocked = 0.0  # seconds spent handing parts on
+        self.mark = started  # when the outputs of the next part began to be made
 
     def __call__(self, outputs: list[Any]) -> None:
-        sr = self.stage_run
-        self.handed_on += sealed_count(outputs) if sr.sealed_out else len(outputs)
-        sr.hand_on_part(self.seq, outputs)
+        sr, clock = self.stage_run, time.perf_counter
+        t0 = clock()
+        n = sealed_count(outputs) if sr.sealed_out else len(outputs)
+        self.handed_on += n
+        self.counters.record_latency(t0 - self.mark, n)
+        try:
+            sr.hand_on_part(self.seq, outputs)
+        finally:
+            self.mark = clock()
+            self.blocked += self.mark - t0

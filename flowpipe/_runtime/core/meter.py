@@ -46,9 +46,9 @@ def _cpu_count() -> int:
 class Meter:
     __slots__ = ("cpu_ended", "cpu_started", "delivered", "ended", "parts", "progress", "started")
 
-    def __init__(self, parts: list[Part]) -> None:
+    def __init__(self, parts: list[Part], started: float | None = None) -> None:
         self.parts = parts
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if started is None else started
         self.cpu_started = time.process_time()
         self.ended: float | None = None
         self.cpu_ended: float | None = None

@@ -131,12 +131,13 @@ class Run(Generic[Out]):
         parts: list[Part],
         plan: Plan | None = None,
         owners: dict[int, Owner] | None = None,
+        started: float | None = None,
     ) -> None:
         self._state = state
         self._output = output
         self._workers = workers
         self._owners = owners or {}  # by id(worker): what it runs, to name a stuck one
-        self._meter = Meter(parts)
+        self._meter = Meter(parts, started)  # from before its workers started: they take time
         self._plan = plan
         self._buffer: list[Any] = []
         self._pos = 0
@@ -322,7 +323,9 @@ def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
     if plan.source_stage is not None:
         parts.append(Part(label, 1, [source_counters], None, plan.source_stage))
     parts.extend(wired.parts)
-    run: Run[Any] = Run(wired.state, wired.output, wired.workers, parts, plan, wired.owners)
+    run: Run[Any] = Run(
+        wired.state, wired.output, wired.workers, parts, plan, wired.owners, wired.started
+    )
     watch_stalls(
         wired.state, parts, wired.output, wired.workers, wired.owners, stall_seconds, stall_raises
     )
@@ -374,6 +377,7 @@ class Wired(NamedTuple):
     workers: list[Worker]  # the feeder's first, then every stage's
     parts: list[Part]  # per stage, in graph order, for the stats
     owners: dict[int, Owner]  # by id(worker): its stage (a stuck one is named)
+    started: float | None = None  # perf_counter() before any worker started: the run's start
 
 
 def start_stages(
@@ -387,6 +391,7 @@ def start_stages(
     worker already started is stopped. ``watch``: the run watches for stalls (workers
     elsewhere then register how to read their stacks: ``RunState.stacks``).
     """
+    started = time.perf_counter()
     state = RunState()
     if watch:
         state.stacks = {}
@@ -427,7 +432,7 @@ def start_stages(
     source = plan.source_stage.label if plan.source_stage is not None else "source"
     owners = {id(w): Owner(source, True, source=True) for w in fed}
     owners.update(builder.owners)
-    return Wired(state, output, entry, [*fed, *builder.workers], parts, owners)
+    return Wired(state, output, entry, [*fed, *builder.workers], parts, owners, started)
 
 
 def _opener_of_handles(backends: dict[str, Backend]) -> Opener:

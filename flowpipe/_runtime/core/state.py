@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..._errors import StageError
 from ..._transport.buffer import Aborted, Channel
 
 # Opens the handles (shared-memory frames, object references) that items may be
@@ -67,7 +68,13 @@ class RunState:
         return g
 
     def fail(self, exc: BaseException) -> None:
-        """Record the first error and stop everything; later errors are consequences."""
+        """Record the first error and stop everything; later errors are consequences.
+
+        A ``StageError`` is raised again in the caller's thread: the worker's frames
+        that led to it are flowpipe's plumbing (its ``__cause__`` has the user's), so
+        its traceback will show only the caller's way into flowpipe."""
+        if isinstance(exc, StageError):
+            exc.__traceback__ = None
         with self._lock:
             if self.error is None and not self.stopped:
                 self.error = exc

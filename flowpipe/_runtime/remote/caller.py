@@ -204,7 +204,11 @@ class RemoteCaller:
             old, self.worker = self.worker, None
         if old is not None:
             old.close()
-        return self._start()
+        t0 = time.perf_counter()
+        try:
+            return self._start()
+        finally:
+            self.counters.startup += time.perf_counter() - t0
 
     def call(self, items: list[Any], offset: int, part: Part | None = None) -> list[Any]:
         self.submit(items, offset)
@@ -319,6 +323,7 @@ class RemoteCaller:
         of the slice that came before them) or, without ``part``, added to ``held``;
         the worker may send the next. Returns how many."""
         outputs, events = reply.outputs, reply.events
+        self.counters.add_usage(reply.cpu, reply.queued, reply.rss, reply.worker_cpu, reply.wall)
         if events:
             self.policy.replay(events)
         if part is None:
@@ -448,6 +453,7 @@ class RemoteCaller:
         return err
 
     def _outputs(self, reply: SliceOutputs) -> list[Any]:
+        self.counters.add_usage(reply.cpu, reply.queued, reply.rss, reply.worker_cpu, reply.wall)
         self.counters.errors += reply.errors
         self.counters.retries += reply.retries
         self.counters.skipped += reply.skipped

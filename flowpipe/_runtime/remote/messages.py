@@ -6,14 +6,17 @@ classes and nothing else::
 
     caller (RemoteCaller + a backend's RemoteWorker)     worker (SliceServer)
     ────────────────────────────────────────────────     ────────────────────
-    LoadStage(label, node, prefix, seal_outputs) ─────►  build the callable (a class stage's instance)
+    LoadStage(label, node, prefix, seal_outputs, ─────►  register ``sources`` (tracebacks),
+              sources)                                   build the callable (a class stage's instance)
                                            ◄─────────    Ready() | Failure(...)
     CallSlice(items, offset, sealed, released, skip) ─►  SliceCaller.call(items, offset)
                                            ◄─────────    a generator stage, while it runs:
                                                          PartOutputs(outputs, events, ...)
     More(released) ───────────────────────────────────►  (one per part: the worker may send another)
                                            ◄─────────    SliceOutputs(outputs, errors, retries,
-                                                             skipped, left, events, ...) | Failure(...)
+                                                             skipped, left, events, ...,
+                                                             cpu, queued, wall, worker_cpu, rss)
+                                                         | Failure(...)
     Close() ──────────────────────────────────────────►  stage.close()
                                            ◄─────────    Closed(None | Failure)
 
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from ..._plan.plan import StageNode
     from ..core.policy import PolicyEvent
+    from .sources import Sources
 
 # Segments a worker reports keeping arrays over, and those it let go since.
 SegmentReport = tuple[list[str], list[str]]
@@ -55,12 +59,14 @@ class Environment(NamedTuple):
 
 class LoadStage(NamedTuple):
     """The stage to build; ``prefix``: names of the worker's segments; ``seal_outputs``:
-    the plan says its output edge carries sealed slices."""
+    the plan says its output edge carries sealed slices; ``sources``: the source lines
+    of its code shipped by value, for tracebacks (``sources.shipped``)."""
 
     label: str
     node: StageNode
     prefix: str
     seal_outputs: bool
+    sources: Sources | None = None
 
 
 class CallSlice(NamedTuple):
@@ -107,17 +113,28 @@ class Ready(NamedTuple):
 
 
 class PartOutputs(NamedTuple):
-    """Outputs of a generator stage's slice that is still running."""
+    """Outputs of a generator stage's slice that is still running (with ``cpu`` and
+    ``queued``: what the worker used since its last answer, as in ``SliceOutputs``)."""
 
     outputs: list[Any]
     events: list[PolicyEvent]
     report: SegmentReport | None = None
     kept: list[tuple[int, int]] | None = None
+    cpu: float | None = None
+    queued: float | None = None
+    wall: float | None = None
+    worker_cpu: float | None = None
+    rss: int | None = None
 
 
 class SliceOutputs(NamedTuple):
     """A slice's (remaining) outputs, and what the worker counted while calling it.
-    ``left``: of the slice's ``skip``, how many outputs were still to drop."""
+    ``left``: of the slice's ``skip``, how many outputs were still to drop. What the
+    worker used since its last answer: ``cpu``, the calling thread's CPU seconds in
+    its calls, ``queued``, the seconds it waited for a core in them, ``wall``, their
+    seconds by the worker's own clock, ``worker_cpu``,
+    the whole process's CPU seconds; ``rss``: its resident memory in bytes now
+    (``None``: not known there)."""
 
     outputs: list[Any]
     errors: int
@@ -127,6 +144,11 @@ class SliceOutputs(NamedTuple):
     events: list[PolicyEvent]
     report: SegmentReport | None = None
     kept: list[tuple[int, int]] | None = None
+    cpu: float | None = None
+    queued: float | None = None
+    wall: float | None = None
+    worker_cpu: float | None = None
+    rss: int | None = None
 
 
 class Failure(NamedTuple):

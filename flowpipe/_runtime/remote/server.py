@@ -12,19 +12,20 @@ replayed in the caller's process.
 
 from __future__ import annotations
 
-import traceback
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from ..._errors import TEXT_LIMIT, StageError, exception_text
 from ..._observe.counters import WorkerCounters
+from ..._observe.usage import ThreadClock, process_cpu, resident_bytes
 from ..._transport.buffer import Aborted
 from ..._transport.wire import WireError
 from ..core.aio import AsyncSliceCaller
 from ..core.invoke import Part, SliceCaller, close_callable
 from ..core.policy import PolicyEvent
 from .messages import Failure, SliceOutputs
+from .sources import traceback_text
 
 if TYPE_CHECKING:
     from ..._plan.plan import StageNode
@@ -55,7 +56,7 @@ def failure(
 def _traceback_text(exc: BaseException) -> str:
     """The traceback's text (``traceback`` survives a ``__str__`` that raises), its middle
     cut when a huge message would make it huge: the message is in the error already."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = traceback_text(exc)  # from the user's code on, shipped code named by its file
     if len(text) <= 2 * TEXT_LIMIT:
         return text
     cut = len(text) - 2 * TEXT_LIMIT
@@ -98,6 +99,28 @@ class SliceServer:
         # Retries and skips, replayed by the caller (logs, an ``on_error`` callable).
         self.events: list[PolicyEvent] = []
         self.caller.policy.events = self.events
+        # What the worker uses from here on (building the stage was its start): in its
+        # calls, the calling thread's own CPU and wait for a core (as a worker thread
+        # counts them), and the whole process's CPU.
+        self.clock = ThreadClock()
+        self.worker_mark = process_cpu()
+        self.used: tuple[float, float | None, float] | None = None  # the last call's
+
+    def usage(self) -> dict[str, Any]:
+        """What the worker used since its last answer, as fields of an answer: ``cpu``,
+        ``queued`` and ``wall`` of its last call (a generator's parts: none yet),
+        ``worker_cpu`` of the whole process, ``rss`` now."""
+        worker = process_cpu()
+        cpu, queued, wall = self.used if self.used is not None else (None, None, None)
+        used = {
+            "cpu": cpu,
+            "queued": queued,
+            "wall": wall,
+            "worker_cpu": worker - self.worker_mark,
+            "rss": resident_bytes(),
+        }
+        self.used, self.worker_mark = None, worker
+        return used
 
     def call(
         self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
@@ -108,6 +131,7 @@ class SliceServer:
         ``SliceCaller``); an error it raises is raised here, not answered.
         """
         caller = self.caller
+        self.clock.begin()
         try:
             if isinstance(caller, SliceCaller):
                 outputs = caller.call(items, offset, part, skip)
@@ -120,9 +144,13 @@ class SliceServer:
             return failure(self.label, err.index, err.item, cause)
         except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
             return failure(self.label, None, None, exc)  # which item: not known here
+        finally:
+            self.used = (*self.clock.end(), self.clock.wall)
         c = self.counters
         left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
-        done = SliceOutputs(outputs, c.errors, c.retries, c.skipped, left, self.take_events())
+        done = SliceOutputs(
+            outputs, c.errors, c.retries, c.skipped, left, self.take_events(), **self.usage()
+        )
         c.errors = c.retries = c.skipped = 0
         return done
 
@@ -140,6 +168,7 @@ class SliceServer:
         return events
 
     def close(self) -> None:
+        self.clock.close()
         try:
             if isinstance(self.caller, AsyncSliceCaller):
                 self.caller.close()

@@ -75,6 +75,7 @@ from ...remote.messages import (
     SliceOutputs,
 )
 from ...remote.server import RemoteFailure
+from ...remote.sources import shipped
 from ..base import Backend, Worker
 from . import boot, forkserver, stacks
 from .gpus import DeviceDealer, gpus_per_worker
@@ -375,7 +376,8 @@ class ProcessBackend(Backend):
     def start_stage(self, stage_run: StageRun) -> list[Worker]:
         label, prefix, state = stage_run.node.label, self.prefix, self.state
         try:
-            load = LoadStage(label, stage_run.node, prefix, stage_run.sealed_out)
+            sources = shipped(stage_run.node.stage.target)  # for the worker's tracebacks
+            load = LoadStage(label, stage_run.node, prefix, stage_run.sealed_out, sources)
             setup = wire.encode(load, None)
         except wire.WireError as exc:
             # Built once here, so that a stage cloudpickle cannot ship fails now, in

@@ -145,7 +145,8 @@ class Worker:
         if not self.inbox.wait_for_credit():
             raise Aborted
         events = self.server.take_events()
-        self.send(PartOutputs(self.pack(outputs), events, recycle.report()))
+        report = recycle.report()
+        self.send(PartOutputs(self.pack(outputs), events, report, **self.server.usage()))
 
     def serve(self) -> int:
         """Answer slices until told to close; the exit code."""
@@ -228,6 +229,7 @@ def serve(conn: Connection) -> int:
     from ...._transport import wire
     from ...remote.messages import Environment, LoadStage, Ready
     from ...remote.server import failure
+    from ...remote.sources import register
 
     env: Environment = wire.recv(conn)
     sys.path[:], sys.argv[:] = env.path, env.argv
@@ -239,6 +241,7 @@ def serve(conn: Connection) -> int:
     try:
         load: LoadStage = wire.recv(conn)
         label = load.label
+        register(load.sources)  # tracebacks name the user's file and line
         worker = Worker(conn, label, load.node, load.prefix, load.seal_outputs)
     except BaseException as exc:  # the parent names the stage: we may not know it
         if isinstance(exc, wire.WireError) and exc.__cause__ is not None:
