@@ -32,6 +32,9 @@ if _typing.TYPE_CHECKING:
     from ._errors import StageError as StageError
     from ._errors import StageOptionError as StageOptionError
     from ._errors import WorkerCrashed as WorkerCrashed
+    from ._feeds import Sources as Sources
+    from ._feeds import Tagged as Tagged
+    from ._feeds import sources as sources
     from ._observe.stats import RunStats as RunStats
     from ._observe.stats import StageStats as StageStats
     from ._runtime.core.live import LiveRun as LiveRun
@@ -47,6 +50,9 @@ _LAZY = {
     "Stage": "._dsl.stage",
     "StageClass": "._dsl.stage",
     "stage": "._dsl.stage",
+    "Sources": "._feeds",
+    "Tagged": "._feeds",
+    "sources": "._feeds",
     "FlowpipeError": "._errors",
     "GraphError": "._errors",
     "MissingExtra": "._errors",
@@ -89,14 +95,17 @@ __all__ = (
     "RunClosed",
     "RunOptionError",
     "RunStats",
+    "Sources",
     "Stage",
     "StageClass",
     "StageError",
     "StageOptionError",
     "StageOptions",
     "StageStats",
+    "Tagged",
     "WorkerCrashed",
     "merge",
+    "sources",
     "stage",
 )
 

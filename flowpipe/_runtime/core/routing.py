@@ -36,6 +36,11 @@ class Emitter:
             for t in self.targets:
                 t.put_many(items)
 
+    def wait_for_room(self) -> None:
+        """Wait until every downstream channel has room for an item (or drops to make it)."""
+        for t in self.targets:
+            t.wait_for_room()
+
     def close(self) -> None:
         for t in self.targets:
             t.close()
