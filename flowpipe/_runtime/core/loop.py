@@ -26,6 +26,7 @@ from ..._errors import StageError
 from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted, Channel
 from .invoke import Part, SliceCaller, close_callable
+from .release import Releaser
 from .routing import Emitter, Reorderer
 from .shaping import (
     MAX_SLICE,
@@ -55,6 +56,7 @@ class Caller(Protocol):
     slice_target: float  # seconds of work per slice worth one hand-off
     slice_bytes: int | None  # large-buffer bytes a slice may hold (None: no bound)
     depth: int  # slices in flight at most
+    releases: bool  # hands on a function stage's outputs before a slow call (``release``)
 
     def submit(self, items: list[Any], offset: int) -> None: ...
     def receive(self, part: Part | None = None) -> list[Any]: ...
@@ -70,13 +72,22 @@ class LocalCaller:
     slice_target = SLICE_TARGET_SECONDS
     slice_bytes: int | None = None
     depth = 1
+    releases = True
 
     def __init__(
-        self, node: StageNode, counters: WorkerCounters, open_handles: Opener | None = None
+        self,
+        node: StageNode,
+        counters: WorkerCounters,
+        open_handles: Opener | None = None,
+        releaser: Releaser | None = None,
     ) -> None:
         self.fn = node.stage.make_callable()
         try:
-            self.slices = SliceCaller(node, self.fn, counters)
+            self.slices = (
+                SliceCaller(node, self.fn, counters)
+                if releaser is None
+                else SliceCaller(node, self.fn, counters, releaser)
+            )
         except BaseException:
             close_callable(self.fn)
             raise
@@ -113,6 +124,13 @@ def streams_outputs(node: StageNode) -> bool:
     return node.stage.call_kind == "generator" and node.stage.options.batch is None
 
 
+def releases_early(node: StageNode) -> bool:
+    """Whether a slice hands on the outputs computed before a call that turned slow
+    (``release``): a function stage, one item per call."""
+    opts = node.stage.options
+    return node.stage.call_kind == "function" and opts.batch is None
+
+
 def sealed_count(entries: list[Any]) -> int:
     """Items in the entries of an edge that carries sealed slices (each knows its ``count``)."""
     return sum(e.count for e in entries)
@@ -147,6 +165,7 @@ class StageRun:
         if self.reorderer is not None:
             state.on_stop.append(self.reorderer.abort)
         self.streams = streams_outputs(node)
+        self.releases = releases_early(node)
         self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
         self.take = WindowTaker(inp, opts.window, opts.stride).take if opts.window else inp.take
         # A backend that runs the calls elsewhere (a worker process) sets this;
@@ -190,7 +209,8 @@ class StageRun:
         if self.caller_factory is not None:
             caller: Caller = self.caller_factory(wid, counters)
         else:
-            caller = LocalCaller(self.node, counters, self.state.open_handles)
+            releaser = self.state.releaser() if self.releases else None
+            caller = LocalCaller(self.node, counters, self.state.open_handles, releaser)
         try:
             WorkerLoop(self, caller, counters).run()
         except BaseException:
@@ -280,7 +300,8 @@ class WorkerLoop:
     def _finish(self, slice_: InFlight) -> None:
         """Receive the oldest slice, hand its outputs on, count it."""
         sr, clock = self.sr, time.perf_counter
-        sink = PartSink(sr, slice_.seq) if sr.streams else None
+        parts = sr.streams or (sr.releases and self.caller.releases)
+        sink = PartSink(sr, slice_.seq) if parts else None
         outputs = self.caller.receive(sink)
         t2 = clock()
         sr.hand_on(slice_.seq, outputs)
@@ -301,7 +322,8 @@ class WorkerLoop:
 
 
 class PartSink:
-    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs."""
+    """Takes outputs of slice ``seq`` while the slice still runs: a generator stage's,
+    and a function stage's computed before a slow call (``now``, from the releaser)."""
 
     __slots__ = ("handed_on", "seq", "stage_run")
 
@@ -314,3 +336,14 @@ class PartSink:
         sr = self.stage_run
         self.handed_on += sealed_count(outputs) if sr.sealed_out else len(outputs)
         sr.hand_on_part(self.seq, outputs)
+
+    def now(self, outputs: list[Any]) -> bool:
+        """Hand ``outputs`` on now if they may leave now (every earlier slice is out);
+        False if not (the releaser tries again later): it never waits for a turn."""
+        sr = self.stage_run
+        if sr.reorderer is not None and not sr.reorderer.part_now(self.seq, outputs):
+            return False
+        if sr.reorderer is None:
+            sr.emitter.emit(outputs)
+        self.handed_on += sealed_count(outputs) if sr.sealed_out else len(outputs)
+        return True

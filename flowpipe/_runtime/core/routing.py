@@ -90,6 +90,16 @@ class Reorderer:
                 self._turn.wait()
             self.emitter.emit(outputs)
 
+    def part_now(self, seq: int, outputs: list[Any]) -> bool:
+        """``part`` if it is slice ``seq``'s turn now; False (nothing done) if not."""
+        with self._turn:
+            if self._aborted:
+                raise Aborted
+            if self._next != seq:
+                return False
+            self.emitter.emit(outputs)
+            return True
+
     def abort(self) -> None:
         with self._turn:
             self._aborted = True

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._transport.buffer import Aborted, Channel
+from .release import Releaser
 
 # Opens the handles (shared-memory frames, object references) that items may be
 # while they travel through the caller's process; set by the backends that make them.
@@ -25,6 +26,7 @@ class RunState:
 
     __slots__ = (
         "_lock",
+        "_releaser",
         "channels",
         "cleanups",
         "error",
@@ -47,6 +49,15 @@ class RunState:
         # Set when the plan says items reaching this process may be handles
         # (``EdgePlan.handles``): whatever runs here opens them before use.
         self.open_handles: Opener | None = None
+        self._releaser: Releaser | None = None
+
+    def releaser(self) -> Releaser:
+        """The run's releaser thread (``release``), closed with the run's cleanups."""
+        with self._lock:
+            if self._releaser is None:
+                self._releaser = Releaser()
+                self.cleanups.append(self._releaser.close)
+            return self._releaser
 
     def channel(self, capacity: int | None, overflow: str = "block", name: str = "") -> Channel:
         ch = Channel(capacity, overflow, name=name)

@@ -103,6 +103,7 @@ class RemoteCaller:
         slice_bytes: int | None = None,
         depth: int = REMOTE_DEPTH,
         open_sealed: Opener | None = None,
+        releases: bool = True,
     ) -> None:
         self.state: RunState = stage_run.state
         self.label = stage_run.node.label
@@ -116,6 +117,8 @@ class RemoteCaller:
         self.lock = threading.Lock()
         self.stage_run = stage_run
         self.depth = depth
+        # Whether the worker answers a function stage's slice in parts (``core/release.py``)
+        self.releases = releases
         self.open_sealed = open_sealed  # a backend that seals slices opens them (crash re-runs)
         # submitted, not received: (items, offset, sealed, delivered to the worker;
         # None: held back until its turn)
