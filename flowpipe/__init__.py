@@ -34,6 +34,9 @@ if _typing.TYPE_CHECKING:
     from ._errors import StageTimeout as StageTimeout
     from ._errors import Stalled as Stalled
     from ._errors import WorkerCrashed as WorkerCrashed
+    from ._feeds import Sources as Sources
+    from ._feeds import Tagged as Tagged
+    from ._feeds import sources as sources
     from ._observe.stats import RunStats as RunStats
     from ._observe.stats import StageStats as StageStats
     from ._runtime.core.keep import shutdown as shutdown
@@ -50,6 +53,9 @@ _LAZY = {
     "Stage": "._dsl.stage",
     "StageClass": "._dsl.stage",
     "stage": "._dsl.stage",
+    "Sources": "._feeds",
+    "Tagged": "._feeds",
+    "sources": "._feeds",
     "FlowpipeError": "._errors",
     "GraphError": "._errors",
     "MissingExtra": "._errors",
@@ -95,6 +101,7 @@ __all__ = (
     "RunClosed",
     "RunOptionError",
     "RunStats",
+    "Sources",
     "Stage",
     "StageClass",
     "StageError",
@@ -103,9 +110,11 @@ __all__ = (
     "StageStats",
     "StageTimeout",
     "Stalled",
+    "Tagged",
     "WorkerCrashed",
     "merge",
     "shutdown",
+    "sources",
     "stage",
 )
 

@@ -213,6 +213,18 @@ class Channel:
                 if self._getters:
                     self._not_empty.notify()
 
+    def wait_for_room(self) -> None:
+        """Wait until a ``put`` would not block: room for an item, or a dropping policy."""
+        with self._lock:
+            while (
+                self.overflow == "block" and len(self._items) >= self.capacity and not self._aborted
+            ):
+                self._putters += 1
+                self._not_full.wait()
+                self._putters -= 1
+            if self._aborted:
+                raise Aborted
+
     def _make_room(self, wanted: int) -> int:
         if self.dropped == 0:  # once per channel; the run logs the count when it ends
             logger.info(

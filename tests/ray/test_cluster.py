@@ -146,7 +146,10 @@ def test_a_lost_node_without_retries_raises_worker_crashed_quickly(driver: Clust
     assert seen.get("error") == "WorkerCrashed", seen
     assert seen["stage"] == "spot_work"
     assert "spot_work" in seen["message"]
-    assert "Ray actor died" in seen["message"]
+    # the actor that held an input died, or (a worker whose actor was still starting)
+    # a fresh actor had no node left to run on: either way the run fails, naming it
+    died = "Ray actor died" in seen["message"]
+    assert died or "no node of the Ray cluster can take it" in seen["message"], seen
     # The actor held several inputs, so a fresh actor is tried to find the one that
     # killed it (issue 18); Ray declares a vanished node dead only after its health
     # checks (about 15 s by default), then no node fits it and the run fails at once.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from ..._errors import StageError
 from ..._observe.counters import WorkerCounters
@@ -89,6 +89,28 @@ def _count_items(counters: WorkerCounters, count: int, n: int, took: float, bloc
     counters.record_latency(took, n)
 
 
+def _feed_live(iterator: Any, emitter: Emitter, counters: WorkerCounters) -> None:
+    """Move a source of live feeds (``flowpipe.sources``) into the first channel.
+
+    Its feeds keep their newest items in buffers of their own; an item is
+    taken from them only once the first stage has room for it, so it never
+    ages in this thread's hands while the stage is busy, and a full stage
+    makes the feeds drop (each its own), not this thread hold stale items.
+    """
+    count = 0
+    try:
+        while True:
+            emitter.wait_for_room()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            emitter.emit([item])
+            count += 1
+    finally:
+        counters.items_out = count
+
+
 def feed_source(
     open_source: Callable[[], Iterable[Any]],
     label: str,
@@ -117,9 +139,19 @@ def feed_source(
                 counters.blocked += time.perf_counter() - t
         else:
             iterator = iter(source)
-            _feed_iterator(iterator, emitter, counters)
+            # ``flowpipe.sources`` waits on feed threads of its own: the run's stop wakes it.
+            interrupt = getattr(iterator, "_flowpipe_interrupt", None)
+            if callable(interrupt):
+                state.on_stop.append(cast("Callable[[], None]", interrupt))
+                if state.stopped:
+                    interrupt()
+                _feed_live(iterator, emitter, counters)
+            else:
+                _feed_iterator(iterator, emitter, counters)
     except Aborted:
         pass
+    except StageError as exc:  # names what failed already (a feed of ``flowpipe.sources``)
+        state.fail(exc)
     except Exception as exc:
         index = counters.items_out if label != "source" else None
         err = StageError(label, index, cause=exc, yielded=True)

@@ -6,7 +6,8 @@ behaves the same wherever it runs. Every retry goes through ``retry``: call
 again while the stage's ``ErrorPolicy`` allows, then skip (or fail the run).
 
 ``part``, when given, receives a generator stage's outputs while the slice is
-still running (``outflow.OutputFlow``); ``call`` returns the rest.
+still running (``outflow.OutputFlow``), and a function stage's outputs computed
+before a call that turned slow (``release``); ``call`` returns the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ..._errors import StageError
 from ..._observe.counters import WorkerCounters
 from .outflow import HandOnFailed, OutputFlow, Pace
 from .policy import ErrorPolicy
+from .release import Releaser, Watch
+from .release import releaser as process_releaser
 
 if TYPE_CHECKING:
     from ..._plan.plan import StageNode
@@ -60,10 +63,17 @@ def close_callable(fn: Any) -> None:
 class SliceCaller:
     """Calls a stage's function on the items of one slice, applying the error policy."""
 
-    __slots__ = ("batch", "fn", "kind", "label", "left_to_skip", "pace", "policy")
+    __slots__ = ("batch", "fn", "kind", "label", "left_to_skip", "pace", "policy", "releaser")
 
-    def __init__(self, node: StageNode, fn: Callable[..., Any], counters: WorkerCounters) -> None:
+    def __init__(
+        self,
+        node: StageNode,
+        fn: Callable[..., Any],
+        counters: WorkerCounters,
+        releaser: Releaser = process_releaser,
+    ) -> None:
         opts = node.stage.options
+        self.releaser = releaser  # the thread that hands on outputs before a slow call
         self.fn = fn
         self.label = node.label
         self.kind = node.stage.call_kind
@@ -84,10 +94,25 @@ class SliceCaller:
                 return self._call_generator(items, offset, part, skip)
             except HandOnFailed as failed:
                 raise cast("BaseException", failed.__cause__) from None
-        return self._call_function(items, offset)
+        self.left_to_skip = 0
+        if part is None or len(items) < 2 or skip:
+            out = self._call_function(items, offset, [])
+            if skip:  # a re-run after a crash: these outputs left before it
+                self.left_to_skip = max(0, skip - len(out))
+                return out[skip:]
+            return out
+        # Outputs computed before a slow call leave without waiting for it (``release``).
+        watch = Watch(getattr(part, "now", part))
+        self.releaser.add(watch)
+        try:
+            self._call_function(items, offset, watch.out)
+        finally:
+            self.releaser.remove(watch)
+        return watch.finish()
 
-    def _call_function(self, items: list[Any], offset: int) -> list[Any]:
-        fn, out = self.fn, list[Any]()
+    def _call_function(self, items: list[Any], offset: int, out: list[Any]) -> list[Any]:
+        """Append the outputs of ``items`` to ``out`` (a watched slice's: read as they come)."""
+        fn = self.fn
         append = out.append
         start = 0
         while True:

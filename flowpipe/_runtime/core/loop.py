@@ -28,6 +28,7 @@ from ..._observe.usage import ThreadClock
 from ..._transport.buffer import Aborted, Channel
 from . import keep
 from .invoke import Part, SliceCaller, close_callable
+from .release import Releaser
 from .routing import Emitter, Reorderer
 from .shaping import (
     MAX_SLICE,
@@ -60,6 +61,7 @@ class Caller(Protocol):
     slice_bytes: int | None  # large-buffer bytes a slice may hold (None: no bound)
     depth: int  # slices in flight at most
     max_slice: int  # items a slice may hold at most (1: each call timed on its own)
+    releases: bool  # hands on a function stage's outputs before a slow call (``release``)
 
     def submit(self, items: list[Any], offset: int) -> None: ...
     def receive(self, part: Part | None = None) -> list[Any]: ...
@@ -80,6 +82,7 @@ class LocalCaller:
     slice_bytes: int | None = None
     depth = 1
     max_slice = MAX_SLICE
+    releases = True
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class LocalCaller:
         counters: WorkerCounters,
         open_handles: Opener | None = None,
         kept: keep.KeptCallable | None = None,
+        releaser: Releaser | None = None,
     ) -> None:
         self.fn = node.stage.make_callable() if kept is None else kept.fn
         timeout = node.stage.options.timeout
@@ -96,7 +100,11 @@ class LocalCaller:
             if timeout is not None:  # each call in a call thread, abandoned past it
                 self.timed = TimedCalls(node.label, timeout)
                 fn = timed(fn, node.stage.call_kind, self.timed)
-            self.slices = SliceCaller(node, fn, counters)
+            self.slices = (
+                SliceCaller(node, fn, counters)
+                if releaser is None
+                else SliceCaller(node, fn, counters, releaser)
+            )
         except BaseException:
             close_callable(self.fn)
             raise
@@ -151,6 +159,13 @@ def streams_outputs(node: StageNode) -> bool:
     return node.stage.call_kind == "generator" and node.stage.options.batch is None
 
 
+def releases_early(node: StageNode) -> bool:
+    """Whether a slice hands on the outputs computed before a call that turned slow
+    (``release``): a function stage, one item per call."""
+    opts = node.stage.options
+    return node.stage.call_kind == "function" and opts.batch is None
+
+
 def sealed_count(entries: list[Any]) -> int:
     """Items in the entries of an edge that carries sealed slices (each knows its ``count``)."""
     return sum(e.count for e in entries)
@@ -188,6 +203,7 @@ class StageRun:
         if self.reorderer is not None:
             state.on_stop.append(self.reorderer.abort)
         self.streams = streams_outputs(node)
+        self.releases = releases_early(node)
         self.in_flight = state.gate(opts.workers) if node.stage.call_kind == "async" else None
         self.take = WindowTaker(inp, opts.window, opts.stride).take if opts.window else inp.take
         # A backend that runs the calls elsewhere (a worker process) sets this;
@@ -236,7 +252,8 @@ class StageRun:
             caller: Caller = self.caller_factory(wid, counters)
         else:
             kept = keep.take(key)
-            caller = LocalCaller(self.node, counters, self.state.open_handles, kept)
+            releaser = self.state.releaser() if self.releases else None
+            caller = LocalCaller(self.node, counters, self.state.open_handles, kept, releaser)
         counters.startup += time.perf_counter() - t0  # a class stage's __init__, a process boot
         try:
             WorkerLoop(self, caller, counters, wid).run()
@@ -353,7 +370,11 @@ class WorkerLoop:
         # Busy from when the worker could start on it: its submission, or the end
         # of the slice before it (slices in flight queue at the worker).
         start = max(slice_.taken, self.last_done)
-        sink = PartSink(sr, slice_.seq, self.counters, start) if sr.streams else None
+        # A generator's parts, and a function stage's outputs computed before a slow
+        # call (``release``); not for a keyed slice of several runs, whose outputs
+        # leave run by run in their turns.
+        parts = sr.streams or (sr.releases and self.caller.releases and slice_.runs is None)
+        sink = PartSink(sr, slice_.seq, self.counters, start) if parts else None
         self.counters.calling = clock()  # for a stall watch: inside a call since
         if slice_.runs is None:
             outputs = self.caller.receive(sink)
@@ -378,13 +399,14 @@ class WorkerLoop:
             self.inbox.limit = self.batch or self.sizer.size
         n_in = sealed_count(items) if sr.sealed_in else len(items)
         n_out = sealed_count(outputs) if sr.sealed_out else len(outputs)
-        if sink is not None:  # a generator: latency per output, its last ones now
-            self.counters.record_latency(t2 - sink.mark, n_out)
-            n_out += sink.handed_on
+        if sink is not None:
+            if sr.streams:  # a generator: latency per output, its last ones now
+                self.counters.record_latency(t2 - sink.mark, n_out)
+            n_out += sink.handed_on  # outputs it handed on before the slice ended
         calls = 1 if sr.node.stage.options.batch else n_in
         asked = slice_.asked - slice_.taken + start
         self.counters.count_slice(
-            n_in, n_out, calls, asked, start, t2, t3, held, per_call=sink is None
+            n_in, n_out, calls, asked, start, t2, t3, held, per_call=not sr.streams
         )
 
 
@@ -421,7 +443,8 @@ def remap_error(exc: StageError, runs: list[tuple[int, int, list[Any]]]) -> None
 
 
 class PartSink:
-    """Takes a generator stage's outputs for slice ``seq`` while the slice still runs.
+    """Takes outputs of slice ``seq`` while the slice still runs: a generator stage's,
+    and a function stage's computed before a slow call (``now``, from the releaser).
 
     The time it waits handing a part on (the next buffer is full) is the
     generator's ``blocked`` time, not its work; the time between parts, over
@@ -451,3 +474,14 @@ class PartSink:
         finally:
             self.mark = clock()
             self.blocked += self.mark - t0
+
+    def now(self, outputs: list[Any]) -> bool:
+        """Hand ``outputs`` on now if they may leave now (every earlier slice is out);
+        False if not (the releaser tries again later): it never waits for a turn."""
+        sr = self.stage_run
+        if sr.reorderer is not None and not sr.reorderer.part_now(self.seq, outputs):
+            return False
+        if sr.reorderer is None:
+            sr.emitter.emit(outputs)
+        self.handed_on += sealed_count(outputs) if sr.sealed_out else len(outputs)
+        return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..._observe.counters import WorkerCounters
@@ -34,6 +35,7 @@ class Part(NamedTuple):
     channel: Channel | None  # its input (None: the source)
     node: StageNode | None  # as planned (None: a source iterable)
     capabilities: Capabilities | None = None  # of its backend (None: a thread of the caller's)
+    drops: Callable[[], int] | None = None  # the source's own drops (``flowpipe.sources``)
 
 
 def _cpu_count() -> int:
@@ -63,14 +65,15 @@ class Meter:
         cpu_end = self.cpu_ended if self.cpu_ended is not None else time.process_time()
         elapsed = end - self.started
         stages: list[StageStats] = []
-        for name, workers, counters, ch, node, caps in self.parts:
+        for name, workers, counters, ch, node, caps, drops in self.parts:
             opts = node.stage.options if node is not None else None
+            dropped = ch.dropped if ch is not None else drops() if drops is not None else 0
             stages.append(
                 combine(
                     name,
                     counters,
                     workers=workers,
-                    dropped=ch.dropped if ch is not None else 0,
+                    dropped=dropped,
                     fill=len(ch) if ch is not None else 0,
                     peak=ch.peak if ch is not None else 0,
                     size=ch.capacity if ch is not None else 0,

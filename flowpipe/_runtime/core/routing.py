@@ -36,6 +36,11 @@ class Emitter:
             for t in self.targets:
                 t.put_many(items)
 
+    def wait_for_room(self) -> None:
+        """Wait until every downstream channel has room for an item (or drops to make it)."""
+        for t in self.targets:
+            t.wait_for_room()
+
     def close(self) -> None:
         for t in self.targets:
             t.close()
@@ -100,6 +105,16 @@ class Reorderer:
                     raise Aborted
                 self._turn.wait()
             self.emitter.emit(outputs)
+
+    def part_now(self, seq: int, outputs: list[Any]) -> bool:
+        """``part`` if it is slice ``seq``'s turn now; False (nothing done) if not."""
+        with self._turn:
+            if self._aborted:
+                raise Aborted
+            if self._next != seq:
+                return False
+            self.emitter.emit(outputs)
+            return True
 
     def abort(self) -> None:
         with self._turn:

@@ -322,6 +322,10 @@ def open_run(plan: Plan, source: Any, **options: Any) -> Run[Any]:
     parts: list[Part] = []
     if plan.source_stage is not None:
         parts.append(Part(label, 1, [source_counters], None, plan.source_stage))
+    elif callable(drops := getattr(source, "_flowpipe_dropped", None)):
+        # ``flowpipe.sources``: a source row, whose ``dropped`` are the feeds' drops
+        counted = cast("Callable[[], int]", drops)
+        parts.append(Part("sources", 1, [source_counters], None, None, None, counted))
     parts.extend(wired.parts)
     run: Run[Any] = Run(
         wired.state, wired.output, wired.workers, parts, plan, wired.owners, wired.started

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..._errors import StageError
 from ..._transport.buffer import Aborted, Channel
+from .release import Releaser
 
 # Opens the handles (shared-memory frames, object references) that items may be
 # while they travel through the caller's process; set by the backends that make them.
@@ -26,6 +27,7 @@ class RunState:
 
     __slots__ = (
         "_lock",
+        "_releaser",
         "channels",
         "cleanups",
         "error",
@@ -52,10 +54,19 @@ class RunState:
         # Set (empty) when the run watches for stalls: workers elsewhere register
         # how to read their stacks (``id(worker)`` -> a function returning the text).
         self.stacks: dict[int, Callable[[], str]] | None = None
+        self._releaser: Releaser | None = None
 
     def activity(self) -> list[int]:
         """Each channel's ``moved`` count: a change means some item moved."""
         return [ch.moved for ch in self.channels]
+
+    def releaser(self) -> Releaser:
+        """The run's releaser thread (``release``), closed with the run's cleanups."""
+        with self._lock:
+            if self._releaser is None:
+                self._releaser = Releaser()
+                self.cleanups.append(self._releaser.close)
+            return self._releaser
 
     def channel(self, capacity: int | None, overflow: str = "block", name: str = "") -> Channel:
         ch = Channel(capacity, overflow, name=name)

@@ -133,6 +133,7 @@ class RemoteCaller:
         depth: int = REMOTE_DEPTH,
         open_sealed: Opener | None = None,
         resume: Callable[[Any], None] | None = None,
+        releases: bool = True,
     ) -> None:
         self.state: RunState = stage_run.state
         self.label = stage_run.node.label
@@ -146,6 +147,8 @@ class RemoteCaller:
         self.lock = threading.Lock()
         self.stage_run = stage_run
         self.depth = depth
+        # Whether the worker answers a function stage's slice in parts (``core/release.py``)
+        self.releases = releases
         self.open_sealed = open_sealed  # a backend that seals slices opens them (crash re-runs)
         # An async stage's worker bounds each coroutine itself (``asyncio.wait_for``).
         timed = opts.timeout is not None and stage_run.node.stage.call_kind != "async"

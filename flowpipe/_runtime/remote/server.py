@@ -163,8 +163,11 @@ class SliceServer:
     def take_events(self) -> list[PolicyEvent]:
         """The retries and skips since the last call, for the caller to replay (a part
         of a generator's outputs carries them too, so they are not held back)."""
-        events = [_sendable(e) for e in self.events]
-        self.events.clear()
+        # A part may be sent from the releaser's thread while the slice goes on adding
+        # events: take those there are now, and only those.
+        n = len(self.events)
+        events = [_sendable(e) for e in self.events[:n]]
+        del self.events[:n]
         return events
 
     def close(self) -> None:

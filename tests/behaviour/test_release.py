@@ -1,0 +1,88 @@
+"""A computed output waits only for earlier outputs, never for later items of its slice.
+
+Cheap items are taken in slices of dozens; here item ``SLOW`` of such a slice
+waits on a gate the test holds closed. The outputs before it must reach the
+caller while it waits (``core/release.py``), on the thread and process backends
+(not yet on Ray).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from helpers import GATE_TIMEOUT, FileGate
+
+from flowpipe import stage
+
+N = 100
+SLOW = 40  # in the slice that starts at item 21 (slices of 1, 4, 16, then dozens)
+
+
+def read_until(run: Iterable[int], count: int, got: list[int], enough: threading.Event) -> None:
+    """Read ``count`` outputs of ``run`` into ``got``, then set ``enough``."""
+    for y in run:
+        got.append(y)
+        if len(got) == count:
+            enough.set()
+            return
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_outputs_before_a_slow_call_are_readable_while_it_runs(
+    backend: str, workers: int, tmp_path: Path
+) -> None:
+    if backend == "ray":
+        pytest.skip("not yet on Ray: an actor answers a slice once, when it ends")
+    gate = FileGate(tmp_path / "gate")
+
+    def work(x: int) -> int:
+        if x == SLOW:
+            assert gate.wait()
+        return x * 10
+
+    got: list[int] = []
+    enough = threading.Event()
+    with stage(work, workers=workers, name="work").iter(range(N), backend=backend) as run:
+        reader = threading.Thread(target=read_until, args=(run, SLOW, got, enough))
+        reader.start()
+        try:
+            released = enough.wait(GATE_TIMEOUT)
+        finally:
+            gate.open()
+            reader.join(GATE_TIMEOUT)
+        assert released, f"only {len(got)} outputs came out while item {SLOW} was held"
+        assert got == [x * 10 for x in range(SLOW)]
+        assert list(run) == [x * 10 for x in range(SLOW, N)]
+    assert run.stats["work"].items_out == N
+
+
+def test_outputs_released_before_a_worker_died_are_not_given_twice(tmp_path: Path) -> None:
+    gate = FileGate(tmp_path / "gate")
+    marker = tmp_path / "crashed"
+
+    def work(x: int) -> int:
+        if x == SLOW:
+            assert gate.wait()
+            if not marker.exists():
+                marker.write_text("once")
+                os._exit(9)
+        return x * 10
+
+    got: list[int] = []
+    enough = threading.Event()
+    pipe = stage(work, retries=1, name="work")
+    with pipe.iter(range(N), backend="process") as run:
+        reader = threading.Thread(target=read_until, args=(run, SLOW, got, enough))
+        reader.start()
+        try:
+            released = enough.wait(GATE_TIMEOUT)
+        finally:
+            gate.open()
+            reader.join(GATE_TIMEOUT)
+        assert released
+        rest = list(run)
+    assert got + rest == [x * 10 for x in range(N)]
