@@ -103,7 +103,8 @@ class Releaser:
     def add(self, watch: Watch) -> None:
         with self._cond:
             self._watches.append(watch)
-            self._cond.notify()  # an idle releaser looks at once
+            # No wake-up: the thread looks at its next tick (a wake-up per slice would
+            # cost the cheap stages more than the looks do).
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
                     target=self._run, name="flowpipe-releaser", daemon=True
@@ -125,13 +126,21 @@ class Releaser:
 
     def _run(self) -> None:
         cond = self._cond
+        idle_since: float | None = None
         while True:
             with cond:
-                if not self._watches and not self._closed:
-                    cond.wait(IDLE_SECONDS)
-                if self._closed or not self._watches:
+                if self._closed:
                     self._thread = None
                     return
+                if not self._watches:
+                    now = time.perf_counter()
+                    idle_since = now if idle_since is None else idle_since
+                    if now - idle_since >= IDLE_SECONDS:
+                        self._thread = None
+                        return
+                    cond.wait(TICK_SECONDS)
+                    continue
+                idle_since = None
                 watches = self._watches[:]
             now = time.perf_counter()
             for watch in watches:
