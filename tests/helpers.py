@@ -117,3 +117,12 @@ class FileBarrier:
             if time.monotonic() > deadline:
                 raise TimeoutError("the other workers never arrived")
             time.sleep(0.001)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (one not yet reaped has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import alive
 
 from flowpipe._runtime.backends.process import forkserver
 from flowpipe._transport import wire
@@ -58,15 +59,6 @@ for i, _ in enumerate(pipe.iter(itertools.count(), backend="process")):
     if i == 20:
         print("parent", os.getpid(), "server", forkserver.server_pid(), flush=True)
 """
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_gone(pids: list[int], seconds: float) -> list[int]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import Journal
+from helpers import Journal, alive
 
 from flowpipe import stage
 from flowpipe._runtime.core import run as run_module
@@ -29,15 +29,6 @@ RUNS = 3
 def segments() -> list[str]:
     prefix = f"fp{os.getpid()}_"
     return [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, waiting to be reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture

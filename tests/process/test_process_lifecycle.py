@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import alive
 
 from flowpipe import stage
 from flowpipe._transport.wire import SHM_DIR
@@ -35,15 +36,6 @@ def python(code: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
         env=env,
         cwd=tmp_path,
     )
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_gone(pids: list[int], seconds: float) -> list[int]:
