@@ -113,13 +113,14 @@ class SliceCaller:
     def _call_function(self, items: list[Any], offset: int, out: list[Any]) -> list[Any]:
         """Append the outputs of ``items`` to ``out`` (a watched slice's: read as they come)."""
         fn = self.fn
-        append = out.append
         start = 0
         while True:
             before = len(out)
             try:
-                for x in items if start == 0 else items[start:]:
-                    append(fn(x))
+                # ``extend(map(...))`` iterates in C: about a quarter less per item than a
+                # loop of ``append``; ``out`` still grows one output at a time (the
+                # releaser reads its length), and keeps the outputs made before an error.
+                out.extend(map(fn, items if start == 0 else items[start:]))
                 return out
             except Exception as exc:
                 k = start + len(out) - before
