@@ -184,7 +184,9 @@ def test_wire_and_recycle_do_not_import_each_other() -> None:
 
 # -- rule 5: a thread-only program stays light --------------------------------------------
 
-HEAVY = ("cloudpickle", "multiprocessing", "numpy", "ray", "tqdm")
+HEAVY = ("cloudpickle", "multiprocessing", "numpy", "ray", "tqdm", "difflib")
+if sys.version_info >= (3, 11):  # typing has Never and Unpack; ``_typing`` stands in for the rest
+    HEAVY += ("typing_extensions",)
 
 
 def test_a_thread_only_program_never_imports_the_heavy_modules() -> None:
@@ -213,6 +215,23 @@ print(",".join(m for m in {HEAVY!r} if m in sys.modules))
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "", f"a thread-only run imported: {done.stdout.strip()}"
+
+
+def test_generic_stages_subscript_with_their_default_without_typing_extensions() -> None:
+    """``Stage[str, int]`` leaves ``Fn`` to its default at run time too (``_typing.padded``)."""
+    from collections.abc import Callable
+    from typing import Any
+
+    from flowpipe import Stage
+    from flowpipe._dsl.stage import StageClass
+
+    assert get_args(Stage[str, int])[:2] == (str, int)
+    if sys.version_info >= (3, 11):  # 3.10's typing_extensions leaves the default out of __args__
+        assert Stage[str, int] == Stage[str, int, Callable[..., Any]]
+        assert StageClass[str, int] == StageClass[str, int, Callable[..., Any]]
+    assert get_args(Stage[str, int, Callable[[str], int]])[2] == Callable[[str], int]
+    with pytest.raises(TypeError):
+        Stage[str]  # type: ignore[misc]  # In and Out have no default
 
 
 def test_a_process_run_imports_what_it_needs() -> None:

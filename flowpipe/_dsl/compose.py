@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, overload
 
-from typing_extensions import Never, TypeVar
-
 from .._errors import GraphError
+from .._typing import Never, TypeVar
 
 if TYPE_CHECKING:
     from .._observe.stats import RunStats

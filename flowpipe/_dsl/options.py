@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal, cast
@@ -152,6 +151,8 @@ def closest_option(given: str) -> str | None:
     inside = [known for known in OPTION_NAMES if known in given]  # nworkers, buffer_size
     if inside:
         return max(inside, key=len)
+    import difflib  # only for a misspelt option: a run never pays for its import
+
     close = difflib.get_close_matches(given, sorted(OPTION_NAMES), n=1)  # worker, retry
     return close[0] if close else None
 

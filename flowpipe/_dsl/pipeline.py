@@ -6,9 +6,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, TypeGuard, cast, overload
 
-from typing_extensions import Never
-
 from .._errors import GraphError
+from .._typing import Never
 from .compose import T1, T2, T3, T4, A, Composable, In, Out
 from .stage import Stage, StageClass, as_stage, is_iterable_source
 

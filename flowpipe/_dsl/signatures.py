@@ -23,8 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, overload
 
-from typing_extensions import Never, TypeVar
-
+from .._typing import Never, TypeVar
 from .options import BackendName, OnError, Overflow
 
 if TYPE_CHECKING:

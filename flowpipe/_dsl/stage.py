@@ -13,9 +13,8 @@ import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, cast, overload
 
-from typing_extensions import Never, TypeVar, Unpack
-
 from .._errors import GraphError, StageOptionError
+from .._typing import Never, TypeVar, Unpack, padded
 from .compose import Composable, In, Out
 from .kinds import CallKind
 from .kinds import call_kind as _call_kind
@@ -35,6 +34,12 @@ if TYPE_CHECKING:
         StageKwargs,
         WindowDecorator,
     )
+
+
+def _given(params: Any) -> tuple[Any, ...]:
+    """A subscript's arguments as a tuple (``Stage[int]`` passes ``int`` alone)."""
+    return params if isinstance(params, tuple) else (params,)  # pyright: ignore[reportUnknownVariableType]
+
 
 # What a direct call of the stage accepts and returns (``parse("3")``).
 Fn = TypeVar("Fn", bound=Callable[..., Any], covariant=True, default=Callable[..., Any])
@@ -56,6 +61,9 @@ class Stage(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperType):
         __doc__ = _FromWrapped("__doc__", __doc__)
         __module__ = _FromWrapped("__module__", __module__)
         __getattr__ = _forwarded
+
+        def __class_getitem__(cls, params):  # ``Stage[str, int]``: ``Fn`` by default
+            return super().__class_getitem__(padded(cls.__parameters__, _given(params)))
     else:
         __qualname__: str  # the function's (_forwarded)
 
@@ -270,6 +278,9 @@ class StageClass(Composable[In, Out], Generic[In, Out, Fn], metaclass=_WrapperTy
         __doc__ = _FromWrapped("__doc__", __doc__)
         __module__ = _FromWrapped("__module__", __module__)
         __getattr__ = _forwarded
+
+        def __class_getitem__(cls, params):  # ``StageClass[str, int]``: ``Fn`` by default
+            return super().__class_getitem__(padded(cls.__parameters__, _given(params)))
     else:
         __qualname__: str  # the class's (_forwarded)
 

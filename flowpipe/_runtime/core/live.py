@@ -22,11 +22,10 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic
 
-from typing_extensions import TypeVar
-
 from ..._errors import GraphError, RunClosed, RunOptionError
 from ..._plan.plan import Plan
 from ..._transport.buffer import Aborted
+from ..._typing import TypeVar
 from .run import CALLER_POLL, Run, Wired, start_stages
 from .stall import stall_options, watch_stalls
 
