@@ -5,8 +5,12 @@ one hand-off per slice is what keeps the per-item cost low. But when a later
 item of a slice is slow (items 200-203 take a second each), the outputs
 computed before it would wait for it. So a slice of a function stage is
 *watched*: its outputs are appended to ``Watch.out`` as they are computed,
-and a releaser thread (one per run, and one per worker process or actor) looks at every watched
-slice each ``TICK_SECONDS``::
+and a releaser thread (one per run, and one per worker process or actor) looks at the
+watched slices: each look says when that slice is due again, and the thread sleeps until the
+first is (never less than ``TICK_SECONDS``). A slice that keeps making progress is due a
+``SLOW_CALL_SECONDS`` after its last new output was seen, so while calls are quick the thread
+wakes about every ``SLOW_CALL_SECONDS``, and an output computed just before a slow call leaves
+within about two of them::
 
     worker thread: call, call, call (slow .........)   finish(): the rest
                           │                                ▲
@@ -31,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-TICK_SECONDS = 0.002  # how often the releaser looks at the watched slices
+TICK_SECONDS = 0.002  # the releaser looks at the watched slices at most this often
 SLOW_CALL_SECONDS = 0.005  # a call running this long without an output is slow
 HOLD_SECONDS = 0.1  # outputs held longer than this leave whatever the calls do
 IDLE_SECONDS = 0.05  # the releaser's thread ends after this long with nothing to watch
@@ -60,26 +64,30 @@ class Watch:
         self.done = False
         self.error: BaseException | None = None
 
-    def look(self, now: float) -> None:
-        """The releaser's look: hand on what is held if the current call is slow."""
+    def look(self, now: float) -> float:
+        """The releaser's look: hand on what is held if the current call is slow. Returns
+        when this slice needs the next look (``Releaser`` sleeps until the earliest)."""
         n = len(self.out)
         if n != self.seen:
             self.seen, self.changed = n, now
-        if n <= self.sent or (
-            now - self.changed < SLOW_CALL_SECONDS and now - self.since < HOLD_SECONDS
-        ):
-            return
+        if n <= self.sent:  # nothing held: what comes next is seen within a slow call's time
+            return now + SLOW_CALL_SECONDS
+        due = min(self.changed + SLOW_CALL_SECONDS, self.since + HOLD_SECONDS)
+        if now < due:
+            return due
         with self.lock:
             if self.done or self.error is not None:
-                return
+                return now + SLOW_CALL_SECONDS
             n = len(self.out)
             try:
                 handed = self.release(self.out[self.sent : n])
             except BaseException as exc:  # the run stopped, an output cannot be sent
                 self.error = exc
-                return
-            if handed is not False:
-                self.sent, self.since = n, now
+                return now + SLOW_CALL_SECONDS
+            if handed is False:  # an earlier slice is not out yet: try again soon
+                return now + TICK_SECONDS
+            self.sent, self.since = n, now
+            return now + SLOW_CALL_SECONDS
 
     def finish(self) -> list[Any]:
         """The slice ended: the outputs not handed on yet (a release's error is raised)."""
@@ -143,11 +151,13 @@ class Releaser:
                 idle_since = None
                 watches = self._watches[:]
             now = time.perf_counter()
-            for watch in watches:
-                watch.look(now)
+            # Sleep until the first watched slice is due: a slice whose calls keep
+            # making progress is next due a slow call's time after its last output
+            # was seen, so the thread wakes about every SLOW_CALL_SECONDS, not every tick.
+            due = min([watch.look(now) for watch in watches])
             with cond:
                 if not self._closed:
-                    cond.wait(TICK_SECONDS)  # a clock: it looks again this often
+                    cond.wait(max(TICK_SECONDS, due - time.perf_counter()))
 
 
 releaser = Releaser()  # a worker process's or actor's (a run has its own: ``RunState``)
