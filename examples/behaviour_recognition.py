@@ -60,7 +60,7 @@ from flowpipe import Pipeline, Tagged, stage
 SIZE = 320  # frames are SIZE x SIZE pixels
 FPS = 12
 EVERY = 20  # print every 20th frame's results (and every change of a camera's actions)
-HISTORY = 6  # frames of a track's history the classifier looks at
+HISTORY = 8  # frames of a track's history the classifier looks at
 FRAMES = (
     16  # waiting frames per stage (frames travel in dataclasses, whose size flowpipe cannot see)
 )
@@ -269,9 +269,9 @@ class Camera:
 CAMERAS = (
     Camera("cam0", ((0, 1.0, 330, 256), (0.5, 1.0, 190, 256), (1, 1.0, 190, 256))),  # right, still
     Camera("cam1", ((0, 1.0, 180, 256), (0.5, 1.0, 320, 256), (1, 1.0, 320, 256))),  # left, still
-    Camera("cam2", ((0, 0.8, 240, 260), (0.6, 1.5, 240, 260), (1, 1.5, 240, 260))),  # closer, still
+    Camera("cam2", ((0, 0.8, 240, 250), (0.4, 1.6, 240, 250), (1, 1.6, 240, 250))),  # closer, still
     Camera("cam3", ((0, 1.0, 240, 220), (0.4, 1.0, 240, 220), (1, 1.0, 240, 330))),  # still, up
-    Camera("cam4", ((0, 1.4, 240, 300), (0.5, 1.4, 240, 300), (1, 0.9, 240, 300))),  # still, away
+    Camera("cam4", ((0, 1.5, 240, 250), (0.5, 1.5, 240, 250), (1, 0.75, 240, 250))),  # still, away
     Camera("cam5", ((0, 1.0, 240, 330), (0.5, 1.0, 240, 200), (1, 1.0, 240, 200))),  # down, still
 )
 
@@ -393,15 +393,14 @@ def arms_raised(lm: Landmarks) -> bool:
 
 
 def action(track: Track, still_below: float = 0.8, grow_above: float = 0.015) -> str:
-    """Name what a track does: from its pose, else from how its shoulders moved and grew."""
+    """Name what a track does: from its pose, else from its shoulders' speed and growth per
+    frame (slopes of lines fitted to the last positions: steadier than two positions)."""
     if arms_raised(track.landmarks):
         return "arms raised"
-    first, last = track.history[0], track.history[-1]
-    frames = last.index - first.index
-    if frames == 0:
+    if track.history[-1].index == track.history[0].index:
         return "new"
-    growth = math.log(max(last.width, 1) / max(first.width, 1)) / frames  # per frame
-    dx, dy = (last.x - first.x) / frames, (last.y - first.y) / frames
+    seen = np.array([(s.index, s.x, s.y, math.log(max(s.width, 1.0))) for s in track.history])
+    dx, dy, growth = (float(v) for v in np.polyfit(seen[:, 0], seen[:, 1:], 1)[0])
     if abs(growth) > grow_above:
         return "coming closer" if growth > 0 else "moving away"
     if max(abs(dx), abs(dy)) < still_below:
