@@ -551,12 +551,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--out", type=Path, default=Path(tempfile.gettempdir()) / "flowpipe-behaviour.mp4",
         help="annotated video, .mp4 or .avi (default: in the temporary directory)",
     )  # fmt: skip
-    parser.add_argument("--png", type=Path, default=None, help="also write the middle frame")
+    parser.add_argument("--png", type=Path, default=None, help="also write one frame, 30%% in")
     args = parser.parse_args(argv)
     if not 1 <= args.cameras <= len(CAMERAS) or args.frames < 1:
         parser.error(f"--cameras must be 1 to {len(CAMERAS)}, --frames at least 1")
     cameras, frames = CAMERAS[: args.cameras], args.frames
-    png_frame = frames // 2
+    png_frame = frames * 3 // 10  # 30% in: the cameras still move
     cv2.setNumThreads(1)  # flowpipe's workers give the parallelism, in the loop and pipeline alike
 
     load = load_model(args.model, args.work_ms)
