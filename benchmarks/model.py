@@ -18,10 +18,13 @@ track ids, boxes, actions), or marked FAILED:
 - ``flowpipe/model-process``: the same with the model stage on 2 worker
   processes (``model_backend="process"``), the rest on threads.
 - ``mpire/thread`` and ``mpire/process``: the way an mpire user writes it: a
-  ``WorkerPool(n_jobs=2)`` of threads or of processes (its default start
-  method) whose workers load the model once (``use_worker_state``,
-  ``worker_init``) and ``imap`` it over the captured frames, in order; the
-  caller tracks and classifies each result as it comes back.
+  ``WorkerPool(n_jobs=2)`` of threads or of spawned processes whose workers
+  load the model once (``use_worker_state``, ``worker_init``) and ``imap`` it
+  over the captured frames, in order; the caller tracks and classifies each
+  result as it comes back. Not mpire's default start method, ``fork``: a
+  worker forked from a parent that has run MediaPipe died at once
+  ("malloc(): unaligned tcache chunk detected"), as forking a process that
+  runs threads may.
 
 Every row loads its models inside its timed run (the loop one, the others
 two), as a script does. Rows are timed round-robin, ``repeat`` rounds.
@@ -52,18 +55,15 @@ Job = Callable[[], dict[Any, Any]]
 
 
 def load_example() -> ModuleType:
-    """The example as a module; its classes travel to worker processes by value, as from a script."""
+    """The example as a module, importable by name in spawned processes (mpire's).
+
+    flowpipe's workers get its classes by value, as from a script.
+    """
     import cloudpickle
 
-    name = "behaviour_recognition"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {SCRIPT}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.append(str(SCRIPT.parent))  # a spawned child inherits sys.path
+    module = importlib.import_module(SCRIPT.stem)
     cloudpickle.register_pickle_by_value(module)
     return module
 
@@ -83,18 +83,17 @@ def frames_in_loop_order(ex: ModuleType, cameras: Sequence[Any], frames: int) ->
 
 
 # mpire's worker functions: the model lives in each worker's state, loaded once.
-_LOAD: list[Any] = []
 
 
-def _init_model(state: dict[str, Any]) -> None:
-    state["model"] = load_example().DetectPose.__wrapped__(_LOAD[0])
+def _init_model(load: Any, state: dict[str, Any]) -> None:
+    state["model"] = load_example().DetectPose.__wrapped__(load)
 
 
-def _pose(state: dict[str, Any], frame: Any) -> Any:
+def _pose(load: Any, state: dict[str, Any], frame: Any) -> Any:
     return state["model"](frame)
 
 
-def _close_model(state: dict[str, Any]) -> None:
+def _close_model(load: Any, state: dict[str, Any]) -> None:
     state["model"].close()
 
 
@@ -111,15 +110,17 @@ def prepare_jobs(ex: ModuleType, load: Any, cameras: Sequence[Any], frames: int)
 
         return job
 
-    def mpire_job(start_method: str | None) -> Job:
+    def mpire_job(start_method: str) -> Job:
         from mpire.pool import WorkerPool
-
-        _LOAD[:] = [load]
-        options = {} if start_method is None else {"start_method": start_method}
 
         def job() -> dict[Any, Any]:
             tracker, results = ex.TrackPeople.__wrapped__(), {}
-            with WorkerPool(n_jobs=WORKERS, use_worker_state=True, **options) as pool:
+            with WorkerPool(
+                n_jobs=WORKERS,
+                start_method=start_method,
+                shared_objects=load,
+                use_worker_state=True,
+            ) as pool:
                 posed = pool.imap(
                     _pose,
                     frames_in_loop_order(ex, cameras, frames),
@@ -141,7 +142,7 @@ def prepare_jobs(ex: ModuleType, load: Any, cameras: Sequence[Any], frames: int)
     }
     if importlib.util.find_spec("mpire") is not None:
         jobs["mpire/thread"] = mpire_job("threading")
-        jobs["mpire/process"] = mpire_job(None)
+        jobs["mpire/process"] = mpire_job("spawn")
     return jobs
 
 
