@@ -99,6 +99,31 @@ def test_the_model_stage_on_processes_too(example: ModuleType) -> None:
     )
 
 
+@pytest.mark.timeout(120)
+def test_a_kept_model_serves_the_next_run_without_loading_again(example: ModuleType) -> None:
+    """As in a notebook cell run twice: the model stage with keep_alive=True."""
+    import flowpipe
+
+    loads: list[int] = []
+
+    class CountedStandIn(example.StandInPose):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            loads.append(1)
+            super().__init__()
+
+    cameras, frames = example.CAMERAS[:4], 6
+    expected = example.summaries(example.sequential(cameras, frames, example.StandInPose))
+    model = example.DetectPose(CountedStandIn).with_options(workers=2, keep_alive=True)
+    pipe = example.capture | model | example.TrackPeople | example.classify
+    try:
+        for _ in range(2):
+            out = pipe.run(example.camera_feeds(cameras, frames))
+            assert example.summaries({(r.frame.camera, r.frame.index): r for r in out}) == expected
+    finally:
+        flowpipe.shutdown()
+    assert len(loads) == 2  # one model per worker, loaded in the first run only
+
+
 def test_actions_are_named_from_the_shoulders_and_the_pose(example: ModuleType) -> None:
     rgb = example.shoot(example.CAMERAS[0], 0, 1)[..., ::-1]  # a camera gives BGR
     lm = example.StandInPose()(rgb)
