@@ -7,6 +7,7 @@ Usage::
     python -m benchmarks --scenario trivial   # one scenario (or a family: --scenario sleep)
     python -m benchmarks --scenario realtime  # the 30 fps latency run (only when named; 60 s a row)
     python -m benchmarks --scenario proc      # the process scenarios (only when named; ~5-6 minutes)
+    python -m benchmarks --scenario model     # a real pose model pipeline, 340 frames (only when named)
     python -m benchmarks --peer flowpipe --peer queue/1 --repeat 9
 
 Results go to stdout as Markdown tables (paste them into benchmarks/README.md);
@@ -27,6 +28,7 @@ import time
 from collections.abc import Sequence
 
 from .measure import measure, measured_sleep
+from .model import run as run_model
 from .peers import PEERS, prepare_all, select_peers, version_of
 from .process_scenarios import KEYS as PROC_KEYS
 from .process_scenarios import NAMES as PROC_NAMES
@@ -51,7 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"scenario to run, repeatable: {', '.join(names)} (or 'sleep' for both); default: all; "
         "'realtime' (latency of a 30 fps feed, benchmarks/realtime.py) runs only when named, "
-        f"and so do the process scenarios: {', '.join(PROC_NAMES)} (or 'proc' for all of them)",
+        f"and so do the process scenarios: {', '.join(PROC_NAMES)} (or 'proc' for all of them) "
+        "and 'model' (a pose model pipeline, benchmarks/model.py)",
     )
     parser.add_argument(
         "--peer",
@@ -136,10 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     named = args.scenario or []
-    realtime = "realtime" in named
+    realtime, model = "realtime" in named, "model" in named
     procs = [n for n in named if is_proc_name(n)]
-    others = [n for n in named if n != "realtime" and not is_proc_name(n)]
-    only_named = (realtime or procs) and not others
+    others = [n for n in named if n not in ("realtime", "model") and not is_proc_name(n)]
+    only_named = (realtime or procs or model) and not others
     scenarios = [] if only_named else select(build_scenarios(args.quick), others)
     peers = select_peers(args.peer, also_known=PROC_KEYS)
     print(header(argv, args.repeat, args.quick, throughput=bool(scenarios)), flush=True)
@@ -170,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(report, flush=True)
         failed = failed or realtime_failed
+    if model:
+        report, model_failed = run_model(args.quick, args.proc_repeat)
+        print()
+        print(report, flush=True)
+        failed = failed or model_failed
     return 1 if failed else 0
 
 
