@@ -69,6 +69,21 @@ def import_ray() -> Any:
     return ray
 
 
+def dumps_for_ray(ray: Any, obj: Any) -> bytes:
+    """``obj`` (a stage) pickled with Ray's own cloudpickle: the classes it ships by value
+    (defined in ``__main__``, a cell, a function) are then the ones Ray's serializer
+    knows, so an actor's outputs of such a class come back as the caller's own class
+    (with another cloudpickle, Ray would rebuild a copy that ``isinstance`` and ``==``
+    reject). Modules registered by value with cloudpickle are registered with Ray's too."""
+    ray_pickle = ray.cloudpickle
+    for name in cloudpickle.list_registry_pickle_by_value():
+        module = sys.modules.get(name)
+        if module is not None:
+            ray_pickle.register_pickle_by_value(module)
+    data: bytes = ray_pickle.dumps(obj)
+    return data
+
+
 def connect(ray: Any) -> None:
     """Use the Ray this process is connected to, or start (or join, with RAY_ADDRESS) one."""
     if not ray.is_initialized():
@@ -173,7 +188,7 @@ class _StageActor:
                 sys.path.append(entry)
         label = "?"
         try:
-            label, node, sources = cloudpickle.loads(stage_bytes)
+            label, node, sources = import_ray().cloudpickle.loads(stage_bytes)
             register(sources)  # tracebacks name the user's file and line
             self.server = SliceServer(label, node)
             self.streams = streams_outputs(node)
@@ -537,7 +552,7 @@ class RayBackend(Backend):
         check_resources(ray, label, options)
         try:
             sources = shipped(stage_run.node.stage.target)  # for the actor's tracebacks
-            stage_bytes = cloudpickle.dumps((label, stage_run.node, sources))
+            stage_bytes = dumps_for_ray(ray, (label, stage_run.node, sources))
         except Exception as exc:  # a stage that cannot be shipped fails now, naming it
             raise StageError(label, None, cause=exc) from exc
         state = stage_run.state
