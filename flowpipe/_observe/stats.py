@@ -521,6 +521,13 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
     wanted = _more_workers(w, second)
     share = s.cpu_share
     head = f"`{s.name}` is busy {s.busy_share:.0%} of the time and limits the run"
+    fused = [o.name for o in stats.stages if o.fused_into == s.name]
+    if fused:  # its worker runs them too, and cannot have more workers
+        names = ", ".join(f"`{n}`" for n in fused)
+        return [
+            f"{head}; its worker also runs {names} (`fuse=True`): take `fuse=True` off the "
+            "costly ones, so that they get workers of their own"
+        ]
     tips: list[str] = []
     if share is not None and _uses_the_gil(stats, s, share):
         tips.append(
