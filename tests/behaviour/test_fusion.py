@@ -58,12 +58,17 @@ def test_an_error_names_the_fused_stage_that_raised_and_its_input(backend: str) 
             raise ValueError("no 16")
         return x
 
-    pipe = stage(inc, fuse=True) | stage(double, fuse=True) | stage(picky, fuse=True)
-    with pytest.raises(StageError) as info:
-        pipe.run(range(50), backend=backend)
-    err = info.value
-    assert (err.stage, err.index, err.item) == ("picky", 7, 16)
-    assert isinstance(err.__cause__, ValueError)
+    def errors(fuse: bool) -> list[tuple[str, int]]:
+        pipe = stage(inc, fuse=fuse) | stage(double, fuse=fuse) | stage(picky, fuse=fuse)
+        run = pipe.iter(range(50), backend=backend)
+        with pytest.raises(StageError) as info:
+            list(run)
+        err = info.value
+        assert (err.stage, err.index, err.item) == ("picky", 7, 16)
+        assert isinstance(err.__cause__, ValueError)
+        return [(s.name, s.errors) for s in run.stats.stages]
+
+    assert errors(fuse=True) == errors(fuse=False)  # each stage's count, as when apart
 
 
 def test_a_group_between_other_stages_and_in_branches(backend: str) -> None:
