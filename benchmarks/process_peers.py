@@ -299,12 +299,16 @@ def ray_data_stream(stages: Sequence[Fn], n: int, batch_size: int) -> Iterator[A
 # -- flowpipe -------------------------------------------------------------------------------------
 
 
-def flowpipe_pipeline(stages: Sequence[Fn]) -> Any:
+def flowpipe_pipeline(stages: Sequence[Fn], fuse: bool = False) -> Any:
+    """``stage(a) | stage(b) | ...``; ``fuse``: every stage ``fuse=True`` (one worker)."""
     from flowpipe import stage
 
-    pipe: Any = stage(stages[0])
+    def one(fn: Fn) -> Any:
+        return stage(fn, fuse=True) if fuse else stage(fn)  # a revision before fuse= refuses it
+
+    pipe: Any = one(stages[0])
     for fn in stages[1:]:
-        pipe = pipe | stage(fn)
+        pipe = pipe | one(fn)
     return pipe
 
 

@@ -176,6 +176,13 @@ class Composable(Pipeable[In, Out]):
             raise GraphError(f"{pipe} has a source bound; start() takes its items from put()")
         return open_live(compile_plan(pipe, backend), **options)
 
+    def explain(self, *, backend: str = "thread") -> str:
+        """How a run on ``backend`` would run the graph: one line per worker's stage, with
+        its backend; stages fused into one worker (``fuse=True``) joined by ``+``."""
+        from .._plan.compile import compile_plan
+
+        return compile_plan(self._as_pipeline(), backend).explain()
+
     def to_mermaid(self, stats: RunStats | None = None) -> str:
         """A Mermaid flowchart of the graph, with each stage's options.
 

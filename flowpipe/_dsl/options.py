@@ -45,6 +45,8 @@ class StageOptions:
     keep_alive: float | None = None
     timeout: float | None = None  # seconds one call may take (see _runtime/core/timeouts.py)
     key: KeyFunction | None = None  # items with equal keys go to the same worker (keyed.py)
+    # May run in one worker with its neighbours that say so too (``_plan/fuse.py``).
+    fuse: bool = False
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
@@ -207,7 +209,42 @@ def make_options(*, name: object, **given: Any) -> StageOptions:
         keep_alive=_keep_alive(name, given.get("keep_alive")),
         timeout=_seconds(name, "timeout", given.get("timeout")),
         key=_key(name, given.get("key"), window),
+        fuse=_fuse(name, given),
     )
+
+
+# What a fused stage cannot have: each would make one stage's worker, buffer or error
+# policy the whole group's (docs/processes.md, "Fusing cheap stages").
+_UNFUSABLE = {
+    "workers": (1, "a fused group has one worker"),
+    "batch": (None, "a fused stage is called one item at a time"),
+    "window": (None, "a fused stage is called one item at a time"),
+    "key": (None, "a fused group has one worker"),
+    "timeout": (None, "a timed call needs a worker of its own"),
+    "retries": (0, "a retry or skip inside a group would shift the inputs of the stages after it"),
+    "on_error": ("raise", "a skip inside a group would shift the inputs of the stages after it"),
+    "overflow": ("block", "a fused stage has no input buffer of its own"),
+    "keep_alive": (None, "a kept worker belongs to one stage"),
+    "resources": (None, "a fused group's worker is placed for its first stage"),
+}
+
+
+def _fuse(name: str, given: dict[str, Any]) -> bool:
+    """``fuse``: True or False; True only with options a fused stage can honour."""
+    fuse = given.get("fuse", False)
+    if not isinstance(fuse, bool):
+        raise StageOptionError(name, "fuse", f"{fuse!r}: expected True or False")
+    if fuse:
+        for option, (default, why) in _UNFUSABLE.items():
+            value = given.get(option, default)
+            if value is not None and value is not False and value != default:
+                shown = getattr(value, "__name__", None) if callable(value) else None
+                raise StageOptionError(
+                    name,
+                    "fuse",
+                    f"True cannot be combined with {option}={shown or repr(value)}: {why}",
+                )
+    return fuse
 
 
 def _keep_alive(name: str, value: object) -> float | None:

@@ -52,6 +52,7 @@ class StageKwargs(TypedDict, total=False):
     keep_alive: bool | float
     timeout: float | None
     key: Callable[[Any], Hashable] | None
+    fuse: bool
 
 
 class CallsOne(Protocol[A_contra, B_co]):

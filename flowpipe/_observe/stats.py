@@ -82,6 +82,9 @@ class StageStats:
     worker_cpu_s: float | None = None
     """CPU seconds of its worker processes (or actors) in all: its calls, and also
     receiving, opening and sending items (``None`` for stages in the caller's process)."""
+    fused_into: str | None = None
+    """The stage whose worker called this one, in turn, on each of its slices
+    (``fuse=True``): this row counts items and errors; the time is that stage's."""
 
     @property
     def cpu_share(self) -> float | None:
@@ -148,6 +151,7 @@ def combine(
     on_this_machine: bool = True,
     batch: int | None = None,
     source: bool = False,
+    fused_into: str | None = None,
 ) -> StageStats:
     """One stage's record from its workers' counters; ``started`` is the run's start
     (``perf_counter``), ``elapsed`` the seconds since (to its end, once ended)."""
@@ -185,6 +189,7 @@ def combine(
         on_this_machine=on_this_machine,
         batch=batch,
         source=source,
+        fused_into=fused_into,
         startup_s=min((c.startup for c in counters if c.startup > 0), default=0.0),
         cpu_s=_sum_known(c.cpu for c in counters),
         queued_s=_sum_known(c.queued for c in counters),
@@ -333,7 +338,7 @@ class RunStats:
         rss = self._with_rss()
         return [
             (
-                s.name,
+                s.name if s.fused_into is None else f"{s.name} (fused into {s.fused_into})",
                 str(s.workers),
                 str(s.items_in),
                 str(s.items_out),
@@ -516,6 +521,13 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
     wanted = _more_workers(w, second)
     share = s.cpu_share
     head = f"`{s.name}` is busy {s.busy_share:.0%} of the time and limits the run"
+    fused = [o.name for o in stats.stages if o.fused_into == s.name]
+    if fused:  # its worker runs them too, and cannot have more workers
+        names = ", ".join(f"`{n}`" for n in fused)
+        return [
+            f"{head}; its worker also runs {names} (`fuse=True`): take `fuse=True` off the "
+            "costly ones, so that they get workers of their own"
+        ]
     tips: list[str] = []
     if share is not None and _uses_the_gil(stats, s, share):
         tips.append(

@@ -7,6 +7,7 @@ from typing import Any
 from .._dsl.pipeline import FanOut, Pipeline
 from .._errors import GraphError, RunOptionError
 from .._runtime.backends.base import BACKENDS
+from .fuse import fuse_steps
 from .plan import FanOutNode, Node, Plan, StageNode
 
 
@@ -43,5 +44,5 @@ def compile_plan(pipe: Pipeline[Any, Any], backend: str) -> Plan:
     if not pipe.steps:
         raise GraphError("cannot run an empty pipeline")
     lowering = _Lowering(backend)
-    steps = lowering.lower(pipe)
+    steps = fuse_steps(lowering.lower(pipe))
     return Plan(steps, tuple(lowering.stages), backend, pipe)

@@ -23,6 +23,9 @@ class StageNode(NamedTuple):
     label: str
     stage: Stage[Any, Any]
     backend: str
+    # Stages that run in this stage's worker, in turn, after it (``fuse.py``): its
+    # outputs are theirs to call; the last one's outputs leave the worker.
+    fused: tuple[StageNode, ...] = ()
 
     @property
     def keyed(self) -> bool:
@@ -74,3 +77,24 @@ class Plan(NamedTuple):
     @property
     def backends(self) -> frozenset[str]:
         return frozenset(n.backend for n in self.stages)
+
+    def explain(self) -> str:
+        """One line per stage as it will run: its backend, and the stages fused into one
+        worker (``fuse=True``) joined by ``+``."""
+        lines: list[str] = []
+
+        def walk(steps: tuple[Node, ...], indent: str) -> None:
+            for step in steps:
+                if isinstance(step, FanOutNode):
+                    lines.append(f"{indent}{'merge' if step.merge else 'join'} of:")
+                    for k, branch in enumerate(step.branches):
+                        lines.append(f"{indent}  branch {k}:")
+                        walk(branch, indent + "    ")
+                elif step.fused:
+                    names = " + ".join([step.label, *(f.label for f in step.fused)])
+                    lines.append(f"{indent}{names} on {step.backend}: fused, one worker")
+                else:
+                    lines.append(f"{indent}{step.label} on {step.backend}")
+
+        walk(self.steps, "")
+        return "\n".join(lines)

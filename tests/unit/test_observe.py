@@ -154,6 +154,20 @@ def test_a_clear_bottleneck_gets_workers_to_catch_up_with_the_next_stage() -> No
     assert "try `workers=2`" in closer.advice[0]  # 2x is enough (within the margin)
 
 
+def test_a_fused_group_that_limits_the_run_is_told_to_unfuse_not_to_add_workers() -> None:
+    stats = run_of(
+        make("read", 0.2),
+        make("parse", 0.97),
+        make("score", 0.0, busy_s=0.0, fused_into="parse"),
+        make("track", 0.4),
+    )
+    assert stats.advice == (
+        "`parse` is busy 97% of the time and limits the run; its worker also runs `score` "
+        "(`fuse=True`): take `fuse=True` off the costly ones, so that they get workers of "
+        "their own",
+    )
+
+
 def test_more_workers_are_at_most_four_times_as_many() -> None:
     stats = run_of(make("detect", 0.99, workers=2), make("track", 0.01))
     assert "try `workers=8`" in stats.advice[0]

@@ -27,7 +27,8 @@ from ..._observe.counters import WorkerCounters
 from ..._observe.usage import ThreadClock
 from ..._transport.buffer import Aborted, Channel
 from . import keep
-from .invoke import Part, SliceCaller, close_callable
+from .fused import FusedCaller, count_fused, slice_caller
+from .invoke import Part, close_callable
 from .release import Releaser
 from .routing import Emitter, Reorderer
 from .shaping import (
@@ -91,6 +92,7 @@ class LocalCaller:
         open_handles: Opener | None = None,
         kept: keep.KeptCallable | None = None,
         releaser: Releaser | None = None,
+        fused: list[WorkerCounters] | None = None,  # the fused stages' rows (``fused.py``)
     ) -> None:
         self.fn = node.stage.make_callable() if kept is None else kept.fn
         timeout = node.stage.options.timeout
@@ -100,11 +102,7 @@ class LocalCaller:
             if timeout is not None:  # each call in a call thread, abandoned past it
                 self.timed = TimedCalls(node.label, timeout)
                 fn = timed(fn, node.stage.call_kind, self.timed)
-            self.slices = (
-                SliceCaller(node, fn, counters)
-                if releaser is None
-                else SliceCaller(node, fn, counters, releaser)
-            )
+            self.slices = slice_caller(node, fn, counters, fused, releaser)
         except BaseException:
             close_callable(self.fn)
             raise
@@ -133,7 +131,11 @@ class LocalCaller:
         if self.timed is not None:
             self.timed.close()
         self.clock.close()
-        close_callable(self.fn)
+        try:
+            close_callable(self.fn)
+        finally:
+            if isinstance(self.slices, FusedCaller):
+                self.slices.close_fused()
 
     def park(self) -> keep.KeptCallable:
         if self.timed is not None:  # its call thread is this run's: the next run makes its own
@@ -163,7 +165,7 @@ def releases_early(node: StageNode) -> bool:
     """Whether a slice hands on the outputs computed before a call that turned slow
     (``release``): a function stage, one item per call."""
     opts = node.stage.options
-    return node.stage.call_kind == "function" and opts.batch is None
+    return node.stage.call_kind == "function" and opts.batch is None and not node.fused
 
 
 def sealed_count(entries: list[Any]) -> int:
@@ -195,6 +197,8 @@ class StageRun:
         # An async stage has one dispatching worker with ``workers`` items in flight.
         threads = 1 if node.stage.call_kind == "async" else opts.workers
         self.counters = [self.counters_class() for _ in range(threads)]
+        # A fused group's other stages (one worker): their rows in the stats.
+        self.fused_counters = [self.counters_class() for _ in node.fused]
         ordered_many = opts.ordered and (opts.workers > 1 or node.stage.call_kind == "async")
         room: Gate | None = None
         if ordered_many:  # a keyed stage's room is the router's: a budget per worker
@@ -253,7 +257,9 @@ class StageRun:
         else:
             kept = keep.take(key)
             releaser = self.state.releaser() if self.releases else None
-            caller = LocalCaller(self.node, counters, self.state.open_handles, kept, releaser)
+            caller = LocalCaller(
+                self.node, counters, self.state.open_handles, kept, releaser, self.fused_counters
+            )
         counters.startup += time.perf_counter() - t0  # a class stage's __init__, a process boot
         try:
             WorkerLoop(self, caller, counters, wid).run()
@@ -403,6 +409,8 @@ class WorkerLoop:
             if sr.streams:  # a generator: latency per output, its last ones now
                 self.counters.record_latency(t2 - sink.mark, n_out)
             n_out += sink.handed_on  # outputs it handed on before the slice ended
+        if sr.fused_counters:
+            count_fused(sr.fused_counters, n_in, n_out)
         calls = 1 if sr.node.stage.options.batch else n_in
         asked = slice_.asked - slice_.taken + start
         self.counters.count_slice(

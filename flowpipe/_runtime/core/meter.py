@@ -36,6 +36,7 @@ class Part(NamedTuple):
     node: StageNode | None  # as planned (None: a source iterable)
     capabilities: Capabilities | None = None  # of its backend (None: a thread of the caller's)
     drops: Callable[[], int] | None = None  # the source's own drops (``flowpipe.sources``)
+    fused_into: str | None = None  # the stage whose worker calls it (``fuse=True``)
 
 
 def _cpu_count() -> int:
@@ -65,7 +66,7 @@ class Meter:
         cpu_end = self.cpu_ended if self.cpu_ended is not None else time.process_time()
         elapsed = end - self.started
         stages: list[StageStats] = []
-        for name, workers, counters, ch, node, caps, drops in self.parts:
+        for name, workers, counters, ch, node, caps, drops, fused_into in self.parts:
             opts = node.stage.options if node is not None else None
             dropped = ch.dropped if ch is not None else drops() if drops is not None else 0
             stages.append(
@@ -83,7 +84,8 @@ class Meter:
                     in_caller=caps.in_caller if caps is not None else True,
                     on_this_machine=caps.on_this_machine if caps is not None else True,
                     batch=opts.batch if opts is not None else None,
-                    source=ch is None,
+                    source=ch is None and fused_into is None,
+                    fused_into=fused_into,
                 )
             )
         return RunStats(tuple(stages), elapsed, cpu_end - self.cpu_started, _cpu_count())

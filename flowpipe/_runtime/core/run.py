@@ -422,17 +422,13 @@ def start_stages(
             w.join(JOIN_TIMEOUT)
         run_cleanups(state)
         raise
-    parts = [
-        Part(
-            sr.node.label,
-            sr.node.stage.options.workers,
-            sr.counters,
-            sr.inp,
-            sr.node,
-            backends[sr.node.backend].capabilities,
-        )
-        for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.position)
-    ]
+    parts: list[Part] = []
+    for sr in sorted(builder.stage_runs, key=lambda sr: sr.node.position):
+        caps = backends[sr.node.backend].capabilities
+        opts = sr.node.stage.options
+        parts.append(Part(sr.node.label, opts.workers, sr.counters, sr.inp, sr.node, caps))
+        for node, counters in zip(sr.node.fused, sr.fused_counters):  # in its worker
+            parts.append(Part(node.label, 1, [counters], None, node, caps, None, sr.node.label))
     source = plan.source_stage.label if plan.source_stage is not None else "source"
     owners = {id(w): Owner(source, True, source=True) for w in fed}
     owners.update(builder.owners)

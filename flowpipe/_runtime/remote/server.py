@@ -22,6 +22,7 @@ from ..._observe.usage import ThreadClock, process_cpu, resident_bytes
 from ..._transport.buffer import Aborted
 from ..._transport.wire import WireError
 from ..core.aio import AsyncSliceCaller
+from ..core.fused import FusedCaller, slice_caller
 from ..core.invoke import Part, SliceCaller, close_callable
 from ..core.policy import PolicyEvent
 from .messages import Failure, SliceOutputs
@@ -94,7 +95,7 @@ class SliceServer:
         self.caller: SliceCaller | AsyncSliceCaller = (
             AsyncSliceCaller(node, self.fn, self.counters)
             if node.stage.call_kind == "async"
-            else SliceCaller(node, self.fn, self.counters)
+            else slice_caller(node, self.fn, self.counters)  # a fused group's: its stages in turn
         )
         # Retries and skips, replayed by the caller (logs, an ``on_error`` callable).
         self.events: list[PolicyEvent] = []
@@ -141,7 +142,8 @@ class SliceServer:
             raise
         except StageError as err:
             cause = err.__cause__ if err.__cause__ is not None else err
-            return failure(self.label, err.index, err.item, cause)
+            # ``err.stage``: the stage of a fused group that failed (else this one)
+            return failure(err.stage, err.index, err.item, cause)
         except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
             return failure(self.label, None, None, exc)  # which item: not known here
         finally:
@@ -176,4 +178,8 @@ class SliceServer:
             if isinstance(self.caller, AsyncSliceCaller):
                 self.caller.close()
         finally:
-            close_callable(self.fn)
+            try:
+                close_callable(self.fn)
+            finally:
+                if isinstance(self.caller, FusedCaller):
+                    self.caller.close_fused()
