@@ -185,6 +185,29 @@ class Driver:
             cluster.remove_node(node)
         return result
 
+    def keyed(self, n: int) -> dict[str, Any]:
+        """A keyed class stage with two workers of a whole GPU box each: one per node."""
+
+        class Track:
+            def __init__(self) -> None:
+                self.counts: dict[str, int] = {}
+                self.actor = (node_id(), os.getpid())
+
+            def __call__(self, item: tuple[str, int]) -> tuple[str, int, int, str, int]:
+                cam, x = item
+                self.counts[cam] = self.counts.get(cam, 0) + 1  # per-camera state
+                return (cam, x, self.counts[cam], *self.actor)
+
+        items = [(f"cam{x % 6}", x) for x in range(n)]
+        track = stage(Track, workers=2, key=lambda item: item[0], resources={"gpu_box": 2})
+        out = track.run(items, backend="ray")
+        loop = Track()  # the sequential loop, one instance for every camera
+        return {
+            "outputs": [list(row[:3]) for row in out],
+            "loop": [list(loop(item)[:3]) for item in items],
+            "actors": [[cam, node, pid] for cam, _, _, node, pid in out],
+        }
+
     def frames(self, n: int) -> dict[str, Any]:
         """make (camera, head) | brighten (box_a) | checksum (box_b): frames cross nodes."""
         unpacked: list[int] = []

@@ -157,6 +157,17 @@ def test_a_lost_node_without_retries_raises_worker_crashed_quickly(driver: Clust
     assert seen["seconds_after_removal"] < 40.0
 
 
+def test_a_keyed_stage_keeps_every_key_on_one_actor_across_nodes(driver: ClusterDriver) -> None:
+    seen = driver.ask("keyed", n=60)
+    assert seen["outputs"] == seen["loop"]  # per-camera counts as the sequential loop has them
+    actors: dict[str, set[tuple[str, int]]] = {}
+    for cam, node, pid in seen["actors"]:
+        actors.setdefault(cam, set()).add((node, pid))
+    assert all(len(held) == 1 for held in actors.values()), actors  # one actor per key
+    nodes = {node for held in actors.values() for node, _ in held}
+    assert nodes == set(driver.hello["boxes"])  # one worker on each GPU box
+
+
 def test_frames_cross_nodes_without_the_driver_downloading_them(driver: ClusterDriver) -> None:
     seen = driver.ask("frames", n=12)
     assert seen["outputs"] == [2 * (x % 200 + 1) for x in range(12)]
