@@ -2,8 +2,7 @@
 
 Cheap items are taken in slices of dozens; here item ``SLOW`` of such a slice
 waits on a gate the test holds closed. The outputs before it must reach the
-caller while it waits (``core/release.py``), on the thread and process backends
-(not yet on Ray).
+caller while it waits (``core/release.py``), on every backend.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS
 from helpers import GATE_TIMEOUT, FileGate
 
 from flowpipe import stage
@@ -35,8 +35,6 @@ def read_until(run: Iterable[int], count: int, got: list[int], enough: threading
 def test_outputs_before_a_slow_call_are_readable_while_it_runs(
     backend: str, workers: int, tmp_path: Path
 ) -> None:
-    if backend == "ray":
-        pytest.skip("not yet on Ray: an actor answers a slice once, when it ends")
     gate = FileGate(tmp_path / "gate")
 
     def work(x: int) -> int:
@@ -60,7 +58,10 @@ def test_outputs_before_a_slow_call_are_readable_while_it_runs(
     assert run.stats["work"].items_out == N
 
 
-def test_outputs_released_before_a_worker_died_are_not_given_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "thread"])
+def test_outputs_released_before_a_worker_died_are_not_given_twice(
+    backend: str, tmp_path: Path
+) -> None:
     gate = FileGate(tmp_path / "gate")
     marker = tmp_path / "crashed"
 
@@ -75,7 +76,7 @@ def test_outputs_released_before_a_worker_died_are_not_given_twice(tmp_path: Pat
     got: list[int] = []
     enough = threading.Event()
     pipe = stage(work, retries=1, name="work")
-    with pipe.iter(range(N), backend="process") as run:
+    with pipe.iter(range(N), backend=backend) as run:
         reader = threading.Thread(target=read_until, args=(run, SLOW, got, enough))
         reader.start()
         try:

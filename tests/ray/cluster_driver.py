@@ -19,8 +19,10 @@ stopping it (``quit``, or killing its process group) leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +35,7 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+import flowpipe
 from flowpipe import WorkerCrashed, stage
 from flowpipe._runtime.backends import ray as ray_backend
 from flowpipe._transport.buffer import payload_bytes
@@ -51,6 +54,12 @@ WAIT = 60.0  # seconds the driver waits on its own helpers before giving up
 
 def node_id() -> str:
     return str(ray.get_runtime_context().get_node_id())
+
+
+def free(resource: str) -> float:
+    """How much of ``resource`` the cluster has free now, as Ray sees it."""
+    untyped: Any = ray  # ``available_resources`` has no annotations
+    return float(untyped.available_resources().get(resource, 0.0))
 
 
 class _Gate:
@@ -184,6 +193,70 @@ class Driver:
         for node in spots:
             cluster.remove_node(node)
         return result
+
+    def keyed(self, n: int) -> dict[str, Any]:
+        """A keyed class stage with two workers of a whole GPU box each: one per node."""
+
+        class Track:
+            def __init__(self) -> None:
+                self.counts: dict[str, int] = {}
+                self.actor = (node_id(), os.getpid())
+
+            def __call__(self, item: tuple[str, int]) -> tuple[str, int, int, str, int]:
+                cam, x = item
+                self.counts[cam] = self.counts.get(cam, 0) + 1  # per-camera state
+                return (cam, x, self.counts[cam], *self.actor)
+
+        items = [(f"cam{x % 6}", x) for x in range(n)]
+        track = stage(Track, workers=2, key=lambda item: item[0], resources={"gpu_box": 2})
+        out = track.run(items, backend="ray")
+        loop = Track()  # the sequential loop, one instance for every camera
+        return {
+            "outputs": [list(row[:3]) for row in out],
+            "loop": [list(loop(item)[:3]) for item in items],
+            "actors": [[cam, node, pid] for cam, _, _, node, pid in out],
+        }
+
+    def kept_lost_node(self) -> dict[str, Any]:
+        """A ``keep_alive`` stage on one of two nodes: reused by the next run; that node is
+        killed; the run after it works on a fresh actor; ``shutdown()`` frees its node."""
+        cluster = self.cluster
+        spots = [
+            cluster.add_node(
+                num_cpus=1, resources={"keep_spot": 1}, object_store_memory=OBJECT_STORE
+            )
+            for _ in range(2)
+        ]
+        cluster.wait_for_nodes()
+
+        def where(x: int) -> tuple[int, str, int]:
+            return x * 2, node_id(), os.getpid()
+
+        kept = stage(where, name="kept", keep_alive=True, resources={"keep_spot": 1})
+        seen: dict[str, Any] = {}
+        try:
+            seen["runs"] = [kept.run(range(4), backend="ray") for _ in range(2)]
+            doomed = next(s for s in spots if s.node_id == seen["runs"][0][0][1])
+            cluster.remove_node(doomed, allow_graceful=False)  # a lost machine: no goodbye
+            spots.remove(doomed)
+            # ... and everything on it: the node's worker processes notice the raylet's
+            # end only later, and until then the actor would still answer its caller.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(seen["runs"][0][0][2], signal.SIGKILL)
+            t0 = time.monotonic()
+            seen["runs"].append(kept.run(range(4), backend="ray"))
+            seen["seconds_after_removal"] = time.monotonic() - t0
+            seen["held_while_kept"] = free("keep_spot")
+        finally:
+            flowpipe.shutdown()
+        deadline = time.monotonic() + WAIT  # Ray frees a killed actor's resources soon after
+        while free("keep_spot") < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling Ray's view of the cluster: there is nothing to wait on
+        seen["free_after_shutdown"] = free("keep_spot")
+        seen["removed"] = doomed.node_id
+        for node in spots:
+            cluster.remove_node(node)
+        return seen
 
     def frames(self, n: int) -> dict[str, Any]:
         """make (camera, head) | brighten (box_a) | checksum (box_b): frames cross nodes."""

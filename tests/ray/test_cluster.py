@@ -157,6 +157,32 @@ def test_a_lost_node_without_retries_raises_worker_crashed_quickly(driver: Clust
     assert seen["seconds_after_removal"] < 40.0
 
 
+def test_a_keyed_stage_keeps_every_key_on_one_actor_across_nodes(driver: ClusterDriver) -> None:
+    seen = driver.ask("keyed", n=60)
+    assert seen["outputs"] == seen["loop"]  # per-camera counts as the sequential loop has them
+    actors: dict[str, set[tuple[str, int]]] = {}
+    for cam, node, pid in seen["actors"]:
+        actors.setdefault(cam, set()).add((node, pid))
+    assert all(len(held) == 1 for held in actors.values()), actors  # one actor per key
+    nodes = {node for held in actors.values() for node, _ in held}
+    assert nodes == set(driver.hello["boxes"])  # one worker on each GPU box
+
+
+def test_a_kept_actor_is_reused_and_replaced_once_its_node_is_lost(driver: ClusterDriver) -> None:
+    seen = driver.ask("kept_lost_node", timeout=120.0)
+    first, second, third = ({(node, pid) for _, node, pid in run} for run in seen["runs"])
+    assert [x for x, _, _ in seen["runs"][2]] == [x * 2 for x in range(4)]
+    assert len(first) == 1
+    assert second == first  # the kept actor served the next run
+    [(node, _)] = first
+    assert node == seen["removed"]
+    assert len(third) == 1
+    assert third.pop()[0] != node  # a fresh actor, on the node that is left
+    assert seen["held_while_kept"] == 0.0  # between runs the kept actor holds its slot
+    assert seen["free_after_shutdown"] == 1.0  # flowpipe.shutdown() ended it
+    assert seen["seconds_after_removal"] < 40.0
+
+
 def test_frames_cross_nodes_without_the_driver_downloading_them(driver: ClusterDriver) -> None:
     seen = driver.ask("frames", n=12)
     assert seen["outputs"] == [2 * (x % 200 + 1) for x in range(12)]

@@ -6,14 +6,15 @@
     ─────────────────────────────                             ────────────────────────────────────
     Channel ──take slice──► [worker thread: StageRun loop] ──call.remote(items)──► StageActor: SliceServer.call
                                reorder, emit, counters      ◄── ray.get ─────────  outputs (object store)
+                                                            ◄── parts ───────────  call_parts (``ray_parts``)
 
 The same split as the process backend: taking slices, ordering, windows,
-joins, backpressure (one slice in flight per actor) and stats run here, in
-the shared core; the stage's calls (and a class stage's instance, built
-once per actor) run in the actor, through ``remote.server.SliceServer``; a dead
-actor is handled by ``remote.caller.RemoteCaller`` (``WorkerCrashed``, or retries on
-a fresh actor). Items and outputs travel through Ray's object store, so large
-NumPy arrays are not copied through pickle.
+joins, backpressure (``RAY_DEPTH`` slices in flight per actor) and stats run
+here, in the shared core; the stage's calls (and a class stage's instance,
+built once per actor) run in the actor, through ``remote.server.SliceServer``;
+a dead actor is handled by ``remote.caller.RemoteCaller`` (``WorkerCrashed``, or
+retries on a fresh actor). Items and outputs travel through Ray's object
+store, so large NumPy arrays are not copied through pickle.
 
 Ray is imported only when a run uses this backend. It connects to a Ray that
 is already initialised (``ray.init(address=...)`` by the user, or the
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -46,6 +48,7 @@ from ..remote.messages import Failure, PartOutputs, Ready, Reply, SliceOutputs
 from ..remote.server import SliceServer, failure
 from ..remote.sources import register, shipped
 from .base import Backend, Worker
+from .ray_parts import CallingThread, Parts
 
 logger = logging.getLogger("flowpipe")
 
@@ -172,6 +175,7 @@ class _StageActor:
     def __init__(self) -> None:
         self.server: SliceServer | None = None
         self.streams = False  # a generator stage: its slices run in a thread, in parts
+        self.calling: CallingThread | None = None  # runs the slices of ``call_parts``
         # A streaming slice's answers: PartOutputs..., then SliceOutputs. One at a time,
         # so the generator waits while a part is on its way (backpressure).
         self.replies: queue.Queue[PartOutputs | SliceOutputs | Failure] = queue.Queue(maxsize=1)
@@ -211,17 +215,24 @@ class _StageActor:
         actor still works on the slice before) instead of during it.
         """
         assert self.server is not None
-        if values:
-            items = [_fill(x, values) for x in items]
-        items = wire.unpack_items(items)
+        items = self._open(items, values)
         if not self.streams:
-            return self._split(self.server.call(items, offset))
+            return self._split(self.server.call(items, offset, None, skip))
         # A generator stage: the slice runs in a thread that hands its outputs over in
         # parts; this call returns the first reply, ``more`` each next one (the
         # caller keeps one slice in flight to this actor, so none overlap).
         self.slice = threading.Thread(target=self._stream, args=(items, offset, skip))
         self.slice.start()
         return self.more()
+
+    def call_parts(self, items: list[Any], offset: int, *values: Any) -> Iterator[Any]:
+        """A function stage's slice answered in parts: a streaming call (``ray_parts``)."""
+        assert self.server is not None
+        calling = self.calling = self.calling or CallingThread()
+        yield from calling.answers(self.server, self._open(items, values), offset, self._split)
+
+    def _open(self, items: list[Any], values: tuple[Any, ...]) -> list[Any]:
+        return wire.unpack_items([_fill(x, values) for x in items] if values else items)
 
     def more(self) -> tuple[Any, Any]:
         """The next reply of the streaming slice: a part, or its last reply."""
@@ -268,6 +279,9 @@ class _StageActor:
             self.stopping.clear()
             while not self.replies.empty():
                 self.replies.get_nowait()
+        calling, self.calling = self.calling, None
+        if calling is not None:
+            calling.close()
         server, self.server = self.server, None
         if server is not None:
             try:
@@ -388,8 +402,9 @@ class RayWorker:
         self.label = label
         self.state = state
         self.poolable = poolable
+        self.parts = False  # a function stage: a slice of several items answers in parts
         self.died: str | None = None
-        self.calls: deque[Any] = deque()  # (reply, large outputs) of calls not yet read
+        self.calls: deque[tuple[Any, Any] | Parts] = deque()  # (reply, large outputs) not read
 
     @classmethod
     def start(
@@ -444,16 +459,25 @@ class RayWorker:
         # ``sealed`` is never set here: Ray's capabilities do not seal slices.
         items, refs = lift_handles(items)
         try:
-            call = self.actor.call.options(num_returns=2)
-            self.calls.append(call.remote(items, offset, skip, *refs))
+            if self.parts and len(items) > 1 and not skip:  # outputs may leave before it ends
+                call = self.actor.call_parts.options(num_returns="streaming")
+                self.calls.append(Parts(call.remote(items, offset, *refs)))
+            else:
+                call = self.actor.call.options(num_returns=2)
+                self.calls.append(call.remote(items, offset, skip, *refs))
         except Exception as exc:  # an item Ray cannot serialise
             err = unsendable_error(self.label, items, offset, exc, WHAT)
             raise err from err.__cause__  # the refusal, with pickle's error as its cause
 
     def reply(self, offset: int, give_up_at: float | None = None) -> Reply:
-        reply_ref, large_ref = self.calls[0]  # an actor runs its calls in order
-        reply: Reply | Failure = self._wait(reply_ref, give_up_at)
-        self.calls.popleft()
+        call = self.calls[0]  # an actor runs its calls in order
+        reply: Reply | Failure
+        if isinstance(call, Parts):
+            reply, large_ref = call.next_answer(self.ray, lambda r, g: self._wait(r, give_up_at, g))
+        else:
+            reply, large_ref = self._wait(call[0], give_up_at), call[1]
+        if not isinstance(call, Parts) or not isinstance(reply, PartOutputs):
+            self.calls.popleft()  # a streaming call stays first until its last answer
         if isinstance(reply, Failure):
             raise stage_error(reply, offset, WHAT)
         if reply.kept:  # large outputs: a reference owned here, values left in the object store
@@ -462,9 +486,9 @@ class RayWorker:
                 outputs[k] = RayHandle(large_ref, size, j)
         return reply
 
-    def _wait(self, ref: Any, give_up_at: float | None = None) -> Any:
-        """The result of ``ref``; once the run stops, the actor gets
-        ``remote.caller.STOP_GRACE`` seconds, then is killed. A dead actor raises
+    def _wait(self, ref: Any, give_up_at: float | None = None, get: Any = None) -> Any:
+        """The result of ``ref`` (or ``get()`` once it is ready); once the run stops, the actor
+        gets ``remote.caller.STOP_GRACE`` seconds, then is killed. A dead actor raises
         ``WorkerDied``; none by ``give_up_at``, ``remote.errors.Overdue``."""
         ray = self.ray
         wait_with_grace(
@@ -474,7 +498,7 @@ class RayWorker:
             give_up_at,
         )
         try:
-            return ray.get(ref)
+            return ray.get(ref) if get is None else get()
         except ray.exceptions.RayActorError as exc:
             self.died = type(exc).__name__
             raise WorkerDied(str(exc).splitlines()[0] if str(exc) else self.died) from exc
@@ -484,8 +508,9 @@ class RayWorker:
             raise err from failure
 
     def more(self) -> None:
-        """A part was handed on: ask for the streaming slice's next reply."""
-        self.calls.appendleft(self.actor.more.options(num_returns=2).remote())
+        """A part was handed on: ask for the generator's next reply (``call_parts`` goes on)."""
+        if not (self.calls and isinstance(self.calls[0], Parts)):
+            self.calls.appendleft(self.actor.more.options(num_returns=2).remote())
 
     def exit_description(self) -> str:
         return self.died or "it went away"
@@ -557,10 +582,13 @@ class RayBackend(Backend):
             raise StageError(label, None, cause=exc) from exc
         state = stage_run.state
         streams = stage_run.streams
+        parts = stage_run.releases  # a function stage: answered in parts (``call_parts``)
 
         def factory(wid: int, counters: WorkerCounters) -> Caller:
             def start_worker() -> RemoteWorker:
-                return RayWorker.start(ray, label, state, options, stage_bytes)
+                worker = RayWorker.start(ray, label, state, options, stage_bytes)
+                worker.parts = parts
+                return worker
 
             def resume(kept: RayWorker) -> None:  # kept from an earlier run (keep_alive)
                 kept.resume(label, state)
@@ -574,7 +602,6 @@ class RayBackend(Backend):
                 slice_bytes=RAY_SLICE_BYTES,
                 depth=1 if streams else RAY_DEPTH,  # a streaming slice's parts come one by one
                 resume=resume,
-                releases=False,  # an actor answers a function stage's slice once
             )
 
         stage_run.caller_factory = factory

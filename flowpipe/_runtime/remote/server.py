@@ -124,15 +124,23 @@ class SliceServer:
         return used
 
     def call(
-        self, items: list[Any], offset: int, part: Part | None = None, skip: int = 0
+        self,
+        items: list[Any],
+        offset: int,
+        part: Part | None = None,
+        skip: int = 0,
+        clock: ThreadClock | None = None,
     ) -> SliceOutputs | Failure:
         """The answer for one slice; the stage's own errors become a ``Failure``.
 
         ``part`` takes a generator stage's outputs while the slice runs (see
         ``SliceCaller``); an error it raises is raised here, not answered.
+        ``clock``: the calling thread's own, when it is not the thread that built
+        this server (a clock times the thread it was made in).
         """
         caller = self.caller
-        self.clock.begin()
+        clock = self.clock if clock is None else clock
+        clock.begin()
         try:
             if isinstance(caller, SliceCaller):
                 outputs = caller.call(items, offset, part, skip)
@@ -147,7 +155,7 @@ class SliceServer:
         except BaseException as exc:  # SystemExit in a stage too: report it, do not vanish
             return failure(self.label, None, None, exc)  # which item: not known here
         finally:
-            self.used = (*self.clock.end(), self.clock.wall)
+            self.used = (*clock.end(), clock.wall)
         c = self.counters
         left = caller.left_to_skip if isinstance(caller, SliceCaller) else 0
         done = SliceOutputs(
