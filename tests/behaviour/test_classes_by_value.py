@@ -10,7 +10,7 @@ from flowpipe import stage
 
 def test_an_output_of_a_class_shipped_by_value_is_of_the_callers_class(backend: str) -> None:
     # On Ray an output crosses back through Ray's own serializer: the stage is shipped
-    # with Ray's cloudpickle, so that it knows the class (``backends/ray.py: dumps_for_ray``).
+    # with Ray's cloudpickle, so that it knows the class (``backends/ray_setup.py: dumps_for_ray``).
 
     @dataclasses.dataclass(frozen=True)
     class Point:  # local: cloudpickle ships it by value
