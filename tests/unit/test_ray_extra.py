@@ -22,3 +22,20 @@ def test_importing_flowpipe_does_not_import_ray() -> None:
     code = "import sys, flowpipe; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_lost_node_is_told_from_a_crash_an_input_may_have_caused() -> None:
+    """``node_lost``: an unreachable actor, or one dead with its node, is no input's fault
+    (the caller then fails at once instead of searching for the input that killed it)."""
+    from types import SimpleNamespace
+
+    from flowpipe._runtime.backends.ray_setup import node_lost
+
+    class Unavailable(Exception):
+        pass
+
+    ray = SimpleNamespace(exceptions=SimpleNamespace(ActorUnavailableError=Unavailable))
+    assert node_lost(ray, Unavailable("the actor is temporarily unavailable"))
+    assert node_lost(ray, RuntimeError("The actor died because its node has died."))
+    assert not node_lost(ray, RuntimeError("The actor died unexpectedly: killed by SIGSEGV"))
+    assert not node_lost(ray, RuntimeError("Worker exit type: SYSTEM_ERROR; ip: 10.0.0.2"))

@@ -47,7 +47,14 @@ from ..remote.server import SliceServer, failure
 from ..remote.sources import register, shipped
 from .base import Backend, Worker
 from .ray_parts import CallingThread, Parts
-from .ray_setup import actor_options, check_resources, connect, dumps_for_ray, import_ray
+from .ray_setup import (
+    actor_options,
+    check_resources,
+    connect,
+    dumps_for_ray,
+    import_ray,
+    node_lost,
+)
 
 logger = logging.getLogger("flowpipe")
 
@@ -429,7 +436,9 @@ class RayWorker:
             return ray.get(ref) if get is None else get()
         except ray.exceptions.RayActorError as exc:
             self.died = type(exc).__name__
-            raise WorkerDied(str(exc).splitlines()[0] if str(exc) else self.died) from exc
+            died = WorkerDied(str(exc).splitlines()[0] if str(exc) else self.died)
+            died.blameless = node_lost(ray, exc)
+            raise died from exc
         except ray.exceptions.RayTaskError as exc:  # e.g. an output Ray cannot serialise
             failure = RuntimeError(f"the {WHAT} could not return the outputs: {exc}")
             err = StageError(self.label, None, cause=failure)

@@ -5,6 +5,7 @@ node of the cluster has them)."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -85,3 +86,17 @@ def check_resources(ray: Any, label: str, options: dict[str, Any]) -> None:
                 "resources",
                 f"asks for {amount:g} {name} per worker, the Ray cluster has {have:g}",
             )
+
+
+# How Ray words the death of an actor whose node went away (``ActorDiedError``).
+_NODE_DIED = re.compile(r"\bnode (has |was )?(died|dead|lost|removed)\b", re.IGNORECASE)
+
+
+def node_lost(ray: Any, exc: BaseException) -> bool:
+    """Whether an actor error says the actor's node is gone (or unreachable), not that
+    an input killed it: ``ActorUnavailableError`` (no answer from its node), or an
+    ``ActorDiedError`` that names the node's death."""
+    unavailable = getattr(ray.exceptions, "ActorUnavailableError", None)
+    if unavailable is not None and isinstance(exc, unavailable):
+        return True
+    return bool(_NODE_DIED.search(str(exc)))

@@ -252,10 +252,10 @@ class RemoteCaller:
             while isinstance(reply, PartOutputs):
                 handed_on += self._take_part(reply, part, [])
                 reply = self._reply(offset)
-        except WorkerDied:
+        except WorkerDied as died:
             if self.state.stopped:
                 raise Aborted from None
-            return self._recover(handed_on, part)
+            return self._recover(handed_on, part, died.blameless)
         except Overdue:
             return self._overdue(items, offset, handed_on, part)
         self.sent.popleft()
@@ -343,7 +343,7 @@ class RemoteCaller:
     def _count_outputs(self, outputs: list[Any]) -> int:
         return sealed_count(outputs) if self.stage_run.sealed_out else len(outputs)
 
-    def _recover(self, handed_on: int, part: Part | None) -> list[Any]:
+    def _recover(self, handed_on: int, part: Part | None, blameless: bool = False) -> list[Any]:
         """The worker died: every slice sent to it is lost; of the first, ``handed_on``
         outputs came out. They run again, in order, one item at a time on a fresh
         worker, each when its turn comes (``receive``), so a generator's parts go on
@@ -354,7 +354,9 @@ class RemoteCaller:
         the error names it (``index``, ``item``) and ``retries`` counts what was
         configured. Without ``retries``/``on_error``, that crash fails the run with
         ``WorkerCrashed``; a crash that does not come again fails it too, once the lost
-        slices ran, naming no input. A batch stage's slice is its input: no search."""
+        slices ran, naming no input. A batch stage's slice is its input: no search; nor
+        is there one for a ``blameless`` death (a lost node): without ``retries`` the
+        run fails at once, without waiting for a fresh worker to search on."""
         lost = [
             (self._open(items) if sealed else items, offset)
             for items, offset, sealed, _ in self.sent
@@ -365,6 +367,8 @@ class RemoteCaller:
         n = sum(len(items) for items, _ in lost)
         crash = self._crash(offset, n)
         fail = self.policy.retries == 0 and self.policy.handler == "raise"
+        if fail and blameless:
+            raise self._crashed(None, None, crash)
         if fail and (n == 1 or self.stage_run.node.stage.options.batch is not None):
             # No fresh worker to wait for: its start could take long, or never come
             # (a lost node held the only resources), and nothing would run on it.

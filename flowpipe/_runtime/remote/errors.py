@@ -17,7 +17,14 @@ from .server import RemoteFailure
 
 
 class WorkerDied(Exception):
-    """The worker went away mid-conversation (its process ended, its actor died)."""
+    """The worker went away mid-conversation (its process ended, its actor died).
+
+    ``blameless``: it went away for a reason no input can have caused (the node it
+    ran on was lost), so no input is searched for: without ``retries`` the run fails
+    at once, naming the stage.
+    """
+
+    blameless = False
 
 
 class Overdue(Exception):
