@@ -5,7 +5,7 @@ the whole workload (starting and stopping its threads included) and returns
 the outputs in input order. Whatever can be built once without running
 anything (flowpipe's graph) is built in ``prepare``, outside the timed call.
 
-Optional peers (pypeln, mpire) are imported lazily, in ``prepare``: a peer whose
+Optional peers (pypeln, mpire, SPDL) are imported lazily, in ``prepare``: a peer whose
 import fails is skipped with a note instead of failing the run.
 """
 

@@ -1,8 +1,9 @@
 """The workloads: four stages over N items, and the targets the issue sets for them.
 
-Every scenario is a chain of exactly four one-to-one stage functions. Each
-implementation (see ``peers.py``) turns ``range(n)`` into the list
-``[d(c(b(a(x)))) for x in range(n)]``, in input order.
+Every scenario but two (``fanout`` and ``batch``, at the end) is a chain of
+exactly four one-to-one stage functions. Each implementation (see
+``peers.py``) turns ``range(n)`` into the list ``[d(c(b(a(x)))) for x in
+range(n)]``, in input order.
 
 - ``trivial``: every stage is ``x + 1``, one worker per stage. The work is
   negligible, so this measures the per-item overhead of moving items between
