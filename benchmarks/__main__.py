@@ -116,7 +116,7 @@ def revision() -> str:
 
 def header(argv: Sequence[str], repeat: int, quick: bool, throughput: bool = True) -> str:
     """The run's header; ``throughput=False`` (only the realtime scenario) leaves out repeats."""
-    versions = ", ".join(f"{p} {version_of(p)}" for p in ("flowpipe", "pypeln", "mpire"))
+    versions = ", ".join(f"{p} {version_of(p)}" for p in ("flowpipe", "pypeln", "mpire", "spdl"))
     repeats = f"; repeats: {repeat}" if throughput else ""
     lines = [
         "# flowpipe benchmarks",

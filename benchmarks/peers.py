@@ -5,7 +5,7 @@ the whole workload (starting and stopping its threads included) and returns
 the outputs in input order. Whatever can be built once without running
 anything (flowpipe's graph) is built in ``prepare``, outside the timed call.
 
-Optional peers (pypeln, mpire) are imported lazily, in ``prepare``: a peer whose
+Optional peers (pypeln, mpire, SPDL) are imported lazily, in ``prepare``: a peer whose
 import fails is skipped with a note instead of failing the run.
 """
 
@@ -33,9 +33,12 @@ class Peer:
     processes: bool = False  # a process-based peer: timed on ``cpu`` scenarios only
     ray: bool = False  # needs Ray (the extra flowpipe[ray]; Ray Data needs ray[data])
     only: str | None = None  # timed on this scenario only (None: every one it applies to)
+    shapes: tuple[str, ...] = ("chain",)  # the scenario shapes it can run (``Scenario.shape``)
 
     def applies_to(self, scenario: Scenario) -> bool:
         if self.only is not None and scenario.name != self.only:
+            return False
+        if scenario.shape not in self.shapes:
             return False
         return scenario.cpu or not self.processes
 
@@ -58,8 +61,23 @@ def fused(scenario: Scenario) -> Callable[[int], int]:
 
 
 def prepare_loop(scenario: Scenario) -> Job:
-    a, b, c, d = scenario.stages
     n = scenario.n
+    if scenario.shape == "fanout":
+        a, b, c, d = scenario.stages
+        return lambda: [d((b(y), c(y))) for y in map(a, range(n))]
+    if scenario.shape == "batch":
+        prep, model, post = scenario.stages
+        size = scenario.batch
+
+        def job() -> list[Any]:
+            ready = [prep(x) for x in range(n)]
+            done: list[Any] = []
+            for i in range(0, n, size):
+                done.extend(model(ready[i : i + size]))
+            return [post(y) for y in done]
+
+        return job
+    a, b, c, d = scenario.stages
     return lambda: [d(c(b(a(x)))) for x in range(n)]
 
 
@@ -115,8 +133,30 @@ def prepare_mpire(scenario: Scenario) -> Job:
 def flowpipe_pipeline(scenario: Scenario) -> Any:
     from flowpipe import stage
 
+    if scenario.shape == "batch":
+        prep, model, post = scenario.stages
+        return (
+            stage(prep, workers=scenario.workers) | stage(model, batch=scenario.batch) | stage(post)
+        )
     a, b, c, d = (stage(fn, workers=scenario.workers) for fn in scenario.stages)
+    if scenario.shape == "fanout":
+        return a | (b, c) | d
     return a | b | c | d
+
+
+def prepare_spdl(scenario: Scenario) -> Job:
+    """SPDL's ``PipelineBuilder`` (``spdl_peers.py``): ``pipe`` per stage, input order."""
+    import spdl.pipeline  # noqa: F401  # skip the row here if it is missing
+
+    from . import spdl_peers
+
+    stages, n, w = scenario.stages, scenario.n, scenario.workers
+    if scenario.shape == "fanout":
+        return lambda: spdl_peers.fanout(stages, n, w)
+    if scenario.shape == "batch":
+        size = scenario.batch
+        return lambda: spdl_peers.batched(stages, n, w, size)
+    return lambda: spdl_peers.chain(stages, n, w)
 
 
 def prepare_flowpipe_process(scenario: Scenario) -> Job:
@@ -292,15 +332,24 @@ def prepare_flowpipe_gen(scenario: Scenario) -> Job:
 
 
 LOOP = "loop"
+SHAPES = ("chain", "fanout", "batch")
 
 PEERS: tuple[Peer, ...] = (
-    Peer(LOOP, "plain loop", prepare_loop),
+    Peer(LOOP, "plain loop", prepare_loop, shapes=SHAPES),
     Peer("queue/1", "queue chain, 1/put", prepare_queue_items),
     Peer("queue/64", f"queue chain, {LIST_CHUNK}/put", prepare_queue_lists),
     Peer("pypeln", "pypeln thread", prepare_pypeln, package="pypeln"),
     Peer("mpire", "mpire threads, fused", prepare_mpire, package="mpire"),
-    Peer("flowpipe", "flowpipe range()", prepare_flowpipe, flowpipe=True, package="flowpipe"),
-    Peer("flowpipe/gen", "flowpipe generator", prepare_flowpipe_gen, flowpipe=True),
+    Peer("spdl", "SPDL PipelineBuilder", prepare_spdl, package="spdl", shapes=SHAPES),
+    Peer(
+        "flowpipe",
+        "flowpipe range()",
+        prepare_flowpipe,
+        flowpipe=True,
+        package="flowpipe",
+        shapes=SHAPES,
+    ),
+    Peer("flowpipe/gen", "flowpipe generator", prepare_flowpipe_gen, flowpipe=True, shapes=SHAPES),
     Peer("flowpipe/nostats", "flowpipe, no stats", prepare_flowpipe_nostats, only="trivial"),
     Peer("mp.Pool", "multiprocessing.Pool, fused", prepare_mp_pool, processes=True),
     Peer("pypeln/p", "pypeln process", prepare_pypeln_process, processes=True),
@@ -324,7 +373,7 @@ PEERS: tuple[Peer, ...] = (
     ),
 )
 
-BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire", "mp.Pool", "ray", "ray.data")
+BASELINES = ("loop", "queue/1", "queue/64", "pypeln", "mpire", "spdl", "mp.Pool", "ray", "ray.data")
 
 
 def select_peers(keys: list[str] | None, also_known: Sequence[str] = ()) -> list[Peer]:

@@ -149,7 +149,7 @@ class ScenarioReport:
         head = f"## {sc.name}: {sc.summary}"
         ideal = sc.ideal_seconds()
         if ideal is not None:
-            head += f"\nideal time {ideal:.3f}s = ({sc.n} / {sc.workers} + 3 fill) x {sc.sleep_s * 1e3:g} ms"
+            head += f"\nideal time {ideal:.3f}s = {sc.ideal_formula()}"
             real = sc.ideal_seconds(self.real_sleep)
             if real is not None and self.real_sleep is not None:
                 head += f"; with the real sleep ({self.real_sleep * 1e3:.3f} ms): {real:.3f}s"

@@ -1,8 +1,9 @@
 """The workloads: four stages over N items, and the targets the issue sets for them.
 
-Every scenario is a chain of exactly four one-to-one stage functions. Each
-implementation (see ``peers.py``) turns ``range(n)`` into the list
-``[d(c(b(a(x)))) for x in range(n)]``, in input order.
+Every scenario but two (``fanout`` and ``batch``, at the end) is a chain of
+exactly four one-to-one stage functions. Each implementation (see
+``peers.py``) turns ``range(n)`` into the list ``[d(c(b(a(x)))) for x in
+range(n)]``, in input order.
 
 - ``trivial``: every stage is ``x + 1``, one worker per stage. The work is
   negligible, so this measures the per-item overhead of moving items between
@@ -19,6 +20,17 @@ implementation (see ``peers.py``) turns ``range(n)`` into the list
   the next two brighten it (NumPy), the last reduces it to a checksum: three
   edges that carry frames, which is what moving large items between workers
   costs.
+
+Two scenarios have another shape (``Scenario.shape``), timed only by the rows
+that can express it (the plain loop, flowpipe, SPDL):
+
+- ``fanout``: ``a | (b, c) | d``, every stage a 2 ms sleep on 4 workers; ``d``
+  gets each item's pair ``(b(x), c(x))``. Three stages deep, so the ideal is
+  ``(N / 4 + 2) x 2 ms``.
+- ``batch``: ``prep`` (a 1 ms sleep, 4 workers) then a ``model`` called on
+  batches of 32 (a 10 ms sleep per call, whatever its size: a GPU-like batch
+  call) then a cheap ``post`` per item. The ideal is the **model bound**:
+  ``ceil(N / 32)`` calls of 10 ms.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Fn = Callable[[Any], Any]
-Stages = tuple[Fn, Fn, Fn, Fn]
+Stages = tuple[Fn, ...]
 
 TRIVIAL_N = 200_000
 TRIVIAL_N_QUICK = 5_000
@@ -42,6 +54,13 @@ SPIN = 20_000  # loop turns per stage call: about 0.25 ms of pure Python
 FRAMES_N = 120
 FRAMES_N_QUICK = 8
 FRAME_SHAPE = (1080, 1920, 3)
+FANOUT_WORKERS = 4
+BATCH = 32
+BATCH_N = 1_024
+BATCH_N_QUICK = 128
+PREP_SECONDS = 0.001
+MODEL_SECONDS = 0.010  # one model call, whatever the batch's size
+PREP_WORKERS = 4
 
 
 def inc1(x: int) -> int:
@@ -104,6 +123,25 @@ def spin4(x: int) -> int:
     return x + 1
 
 
+def nap_join(pair: tuple[int, int]) -> int:
+    time.sleep(SLEEP_SECONDS)
+    return pair[0] + pair[1]
+
+
+def prep(x: int) -> int:
+    time.sleep(PREP_SECONDS)
+    return x + 1
+
+
+def model(batch: list[int]) -> list[int]:
+    time.sleep(MODEL_SECONDS)
+    return [x * 2 for x in batch]
+
+
+def post(x: int) -> int:
+    return x + 1
+
+
 def make_frame(x: int) -> Any:
     import numpy as np
 
@@ -161,6 +199,10 @@ class Scenario:
     sleep_s: float = 0.0  # per item per stage; 0: no ideal time is defined
     targets: tuple[Target, ...] = field(default=())
     cpu: bool = False  # stages hold the GIL: process-based peers are timed too
+    # "chain": four one-to-one stages; "fanout": a | (b, c) | d; "batch": prep, a
+    # batch stage of ``batch`` items (``sleep_s`` a call), post.
+    shape: str = "chain"
+    batch: int = 0
 
     @property
     def threads(self) -> int:
@@ -179,8 +221,20 @@ class Scenario:
         """
         if not self.sleep_s:
             return None
+        if self.batch:  # the model bound; the real sleep is measured for 2 ms stages only
+            return None if stage_s is not None else -(-self.n // self.batch) * self.sleep_s
         per_item = self.sleep_s if stage_s is None else stage_s
-        return (self.n / self.workers + len(self.stages) - 1) * per_item
+        return (self.n / self.workers + self.depth - 1) * per_item
+
+    @property
+    def depth(self) -> int:
+        """Stages on the path of one item (a fan-out's branches are one level)."""
+        return len(self.stages) - 1 if self.shape == "fanout" else len(self.stages)
+
+    def ideal_formula(self) -> str:
+        if self.batch:
+            return f"ceil({self.n} / {self.batch}) model calls x {self.sleep_s * 1e3:g} ms"
+        return f"({self.n} / {self.workers} + {self.depth - 1} fill) x {self.sleep_s * 1e3:g} ms"
 
 
 STATS_OVERHEAD = 0.05  # collecting stats may cost at most 5% of the run's time (issue 6)
@@ -193,6 +247,9 @@ TRIVIAL_TARGETS = (
     Target("flowpipe/nostats", 1 / (1 + STATS_OVERHEAD), peer="flowpipe", overhead="stats"),
 )
 SLEEP_TARGETS = (Target("ideal", 0.95), Target("ideal/real", 0.95))
+# issue 21: 4 x sleep on 4 workers >= 95% of ideal and ahead of the hand-written chain
+SLEEP_W4_TARGETS = (*SLEEP_TARGETS, Target("queue/1", 1.0, strict=True))
+SPDL_TARGETS = (Target("spdl", 1.0, strict=True),)  # issue 21: ahead of SPDL
 RAY_TARGETS = (
     Target("ray", 0.9, peer="flowpipe/ray"),
 )  # flowpipe on Ray within 10% of Ray by hand (issue 7)
@@ -203,6 +260,7 @@ def build_scenarios(quick: bool) -> list[Scenario]:
     sleep_n = SLEEP_N_QUICK if quick else SLEEP_N
     cpu_n = CPU_N_QUICK if quick else CPU_N
     frames_n = FRAMES_N_QUICK if quick else FRAMES_N
+    batch_n = BATCH_N_QUICK if quick else BATCH_N
     naps: Stages = (nap1, nap2, nap3, nap4)
     return [
         Scenario(
@@ -221,9 +279,32 @@ def build_scenarios(quick: bool) -> list[Scenario]:
                 naps,
                 workers=w,
                 sleep_s=SLEEP_SECONDS,
-                targets=SLEEP_TARGETS,
+                targets=SLEEP_W4_TARGETS if w == 4 else SLEEP_TARGETS,
             )
             for w in (1, 4)
+        ),
+        Scenario(
+            "fanout",
+            f"a | (b, c) | d, each sleep({SLEEP_SECONDS}), {sleep_n:_} items, "
+            f"{FANOUT_WORKERS} workers each",
+            sleep_n,
+            (nap1, nap2, nap3, nap_join),
+            workers=FANOUT_WORKERS,
+            sleep_s=SLEEP_SECONDS,
+            targets=SPDL_TARGETS,
+            shape="fanout",
+        ),
+        Scenario(
+            "batch",
+            f"prep (sleep 1 ms, {PREP_WORKERS} workers), model on batches of {BATCH} "
+            f"(sleep {MODEL_SECONDS * 1e3:g} ms a call), post: {batch_n:_} items",
+            batch_n,
+            (prep, model, post),
+            workers=PREP_WORKERS,
+            sleep_s=MODEL_SECONDS,
+            targets=SPDL_TARGETS,
+            shape="batch",
+            batch=BATCH,
         ),
         Scenario(
             "frames",

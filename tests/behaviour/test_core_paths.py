@@ -102,3 +102,33 @@ def test_async_stage_keeps_order(backend: str) -> None:
         return x + 100
 
     assert fetch.run(range(20), backend=backend) == [x + 100 for x in range(20)]
+
+
+def test_first_stage_works_while_later_stages_start(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source is read, and the first stage called, before a later stage's workers
+    have started: a slow start (threads, worker processes) overlaps the first work."""
+    import threading
+
+    from flowpipe._runtime.backends.base import load_backend
+
+    called = threading.Event()
+    waited: list[bool] = []
+    cls = load_backend(backend)
+    start_stage = cls.start_stage
+
+    def start_after_first_call(self: object, stage_run: object) -> object:
+        if stage_run.node.label == "last":  # type: ignore[attr-defined]
+            waited.append(called.wait(10))  # before the fix: the source was not read yet
+        return start_stage(self, stage_run)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cls, "start_stage", start_after_first_call)
+
+    def first(x: int) -> int:
+        called.set()
+        return x + 1
+
+    pipe = stage(first, backend="thread") | stage(lambda x: x * 2, name="last")
+    assert pipe.run(range(5), backend=backend) == [(x + 1) * 2 for x in range(5)]
+    assert waited == [True]

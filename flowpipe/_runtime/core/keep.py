@@ -39,6 +39,7 @@ class _Entry(NamedTuple):
     key: tuple[str, Any]  # (backend, stage)
     kept: Kept
     deadline: float  # time.monotonic() after which it is closed
+    run: object  # the run that kept it (its ``RunState``): not handed back to that run
 
 
 _lock = threading.Lock()
@@ -61,24 +62,30 @@ def _same(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
         return False
 
 
-def take(key: tuple[str, Any] | None) -> Any:
-    """A kept worker for ``key``, now this caller's alone; ``None`` if none is kept."""
+def take(key: tuple[str, Any] | None, run: object = None) -> Any:
+    """A kept worker for ``key``, now this caller's alone; ``None`` if none is kept.
+
+    ``run``: the taker's run. A worker its own run kept is not taken: a stage's
+    workers start while its first ones may already be done (the source starts
+    first), and each worker of the stage is its own (``workers=2``: two kept).
+    """
     if key is None:
         return None
     with _lock:
         for k, entry in enumerate(_idle):
-            if _same(entry.key, key):
+            if (run is None or entry.run is not run) and _same(entry.key, key):
                 del _idle[k]
                 return entry.kept
     return None
 
 
-def give(key: tuple[str, Any], kept: Kept) -> None:
-    """Keep ``kept`` for the next run of ``key``'s stage, for its ``keep_alive`` seconds."""
+def give(key: tuple[str, Any], kept: Kept, run: object = None) -> None:
+    """Keep ``kept`` for the next run of ``key``'s stage, for its ``keep_alive`` seconds
+    (``run``: the run it served, which does not take it back)."""
     global _reaper
     idle = key[1].options.keep_alive
     with _lock:
-        _idle.append(_Entry(key, kept, time.monotonic() + idle))
+        _idle.append(_Entry(key, kept, time.monotonic() + idle, run))
         # Registered again, so that it runs before the exit hooks registered since
         # (atexit runs the last first): the fork server's, Ray's, which it needs.
         atexit.unregister(_at_exit)

@@ -387,7 +387,7 @@ class Wired(NamedTuple):
 def start_stages(
     plan: Plan, start_feeder: Callable[[Emitter, RunState], list[Worker]], *, watch: bool = False
 ) -> Wired:
-    """Wire the plan's stages into channels, start every worker, then ``start_feeder``.
+    """Wire the plan's stages into channels, start ``start_feeder``, then every worker.
 
     ``start_feeder(entry, state)`` starts whatever fills the first stage's
     channels through ``entry`` (``iter``: a thread reading the source;
@@ -406,6 +406,7 @@ def start_stages(
         last.stage.options.buffer if isinstance(last, StageNode) else None, name="output"
     )
     builder: _Builder | None = None
+    fed: list[Worker] = []
     try:
         # An unavailable backend fails here, before anything starts.
         backends = {name: load_backend(name)(state) for name in sorted(plan.backends)}
@@ -414,11 +415,14 @@ def start_stages(
             state.open_handles = _opener_of_handles(backends)
         builder = _Builder(plan, state, backends)
         entry = Emitter(builder.build(plan.wired_steps, [output]))
-        builder.start()
+        # The source first, every producer being registered by now: the first items
+        # are read, and the first stage works on them, while the later stages'
+        # workers start (each thread's start waits for it to run, ~0.1 ms).
         fed = start_feeder(entry, state)
+        builder.start()
     except BaseException:
         state.stop()
-        for w in builder.workers if builder is not None else []:
+        for w in [*fed, *(builder.workers if builder is not None else [])]:
             w.join(JOIN_TIMEOUT)
         run_cleanups(state)
         raise

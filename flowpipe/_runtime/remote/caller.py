@@ -188,7 +188,7 @@ class RemoteCaller:
     def _kept(self) -> RemoteWorker | None:
         """A worker kept from an earlier run, resumed for this one; one that died
         while kept is closed and the next is tried (then a fresh one starts)."""
-        while (kept := keep.take(self.keep_key)) is not None:
+        while (kept := keep.take(self.keep_key, self.state)) is not None:
             assert self.resume is not None
             try:
                 self.resume(kept)
