@@ -379,7 +379,13 @@ class WorkerLoop:
         # A generator's parts, and a function stage's outputs computed before a slow
         # call (``release``); not for a keyed slice of several runs, whose outputs
         # leave run by run in their turns.
-        parts = sr.streams or (sr.releases and self.caller.releases and slice_.runs is None)
+        # (A slice of one item has nothing computed before a slow call: no sink to make.)
+        parts = sr.streams or (
+            sr.releases
+            and self.caller.releases
+            and slice_.runs is None
+            and (sr.sealed_in or len(slice_.items) > 1)
+        )
         sink = PartSink(sr, slice_.seq, self.counters, start) if parts else None
         self.counters.calling = clock()  # for a stall watch: inside a call since
         if slice_.runs is None:
