@@ -132,11 +132,13 @@ def size_class(n: int) -> int:
     return -(-n // step) * step
 
 
-def _open_segment(name: str, size: int, owned: bool = True) -> memoryview:
-    """Map a segment; ``owned``: this message was its only reader, so unlink the name."""
+def _open_segment(name: str, size: int, owned: bool = True, private: bool = False) -> memoryview:
+    """Map a segment; ``owned``: this message was its only reader, so unlink the name.
+    ``private``: others may read it too, so map it copy-on-write: writes here copy only
+    the pages they touch, and nobody else sees them."""
     fd = posix_shm().shm_open("/" + name, os.O_RDWR, 0o600)
     try:
-        mm = mmap.mmap(fd, size, flags=_MAP_FLAGS)
+        mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE if private else _MAP_FLAGS)
     finally:
         os.close(fd)
         if owned:
@@ -238,25 +240,43 @@ class Packed:
     reference to the ``Packed`` goes, after every consumer has mapped them.
     Where the parent itself needs the value (a thread stage, the run's
     output), ``unpack`` maps it there.
+
+    ``sole``: the one reader this handle goes to is the only one that will see
+    its segments (the parent knows: ``hand_over``), so it maps them shared and
+    may change the arrays in place, and pass them on, without a copy. Any other
+    reader (after a fan-out) maps them copy-on-write: its writes stay its own.
     """
 
-    __slots__ = ("count", "nbytes", "payload", "segments")
+    __slots__ = ("count", "nbytes", "payload", "segments", "sole")
 
     def __init__(
-        self, segments: list[tuple[str, int]], payload: bytes, count: int | None = None
+        self,
+        segments: list[tuple[str, int]],
+        payload: bytes,
+        count: int | None = None,
+        sole: bool = False,
     ) -> None:
         self.segments = segments
         self.payload = payload
         self.count = count  # a bundle (``bundle``): how many items; None: one item
+        self.sole = sole
         self.nbytes = sum(size for _, size in segments)  # for buffer sizing
         hold([name for name, _ in segments])  # those of its segments this process owns
 
     def unpack(self) -> Any:
         try:
-            buffers = [_open_segment(name, size, owned=False) for name, size in self.segments]
-            for (name, size), view in zip(self.segments, buffers):
+            # a bundle's pickle (its last segment) is only read: shared either way
+            private = [not self.sole] * len(self.segments)
+            if not self.payload and private:
+                private[-1] = False
+            buffers = [
+                _open_segment(name, size, owned=False, private=p)
+                for (name, size), p in zip(self.segments, private)
+            ]
+            for (name, size), view, p in zip(self.segments, buffers, private):
                 if not _owned(name):
-                    _remember_mapping(name, size, view)
+                    if not p:  # a copy-on-write mapping is never named again: it may differ
+                        _remember_mapping(name, size, view)
                     recycle.track_mapping(name, view.obj)
                 else:  # an array here (a thread stage, the run's output) counts as a handle
                     hold([name])
@@ -272,7 +292,7 @@ class Packed:
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_arrive, (self.segments, self.payload, self.count))
+        return (_arrive, (self.segments, self.payload, self.count, self.sole))
 
     def __del__(self) -> None:
         try:  # of its segments, those this process owns (a worker's are its parent's)
@@ -345,10 +365,20 @@ def _reuse(raw: memoryview) -> tuple[str, int] | None:
     return hit if hit is not None and hit[1] == raw.nbytes else None
 
 
-def _arrive(segments: list[tuple[str, int]], payload: bytes, count: int | None = None) -> Any:
+def _arrive(
+    segments: list[tuple[str, int]], payload: bytes, count: int | None = None, sole: bool = False
+) -> Any:
     """Unpickling a ``Packed``: a worker maps the value, the parent keeps the handle."""
-    packed = Packed(segments, payload, count)
+    packed = Packed(segments, payload, count, sole)
     return packed if _owns(segments) else packed.unpack()
+
+
+def hand_over(items: list[Any]) -> None:
+    """Each handle among ``items`` goes to one reader only (no fan-out after it), which
+    may then change its arrays in place without a copy (``Packed.sole``)."""
+    for x in items:
+        if type(x) is Packed:
+            x.sole = True
 
 
 def bundle(outputs: list[Any], prefix: str) -> Packed:

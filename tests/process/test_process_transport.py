@@ -114,6 +114,7 @@ def test_an_array_passed_on_names_its_segment_again_instead_of_a_copy(
 ) -> None:
     frame = np.full((256, 256, 3), 7, np.uint8)
     (handle,) = wire.pack_outputs([frame], "fptest_")  # what the parent holds
+    wire.hand_over([handle])  # for one reader only (no fan-out)
     name = handle.segments[0][0]
     monkeypatch.setattr(wire, "IN_WORKER", True)  # now play the next worker
     arrived = handle.unpack()
@@ -136,6 +137,28 @@ def test_an_array_passed_on_names_its_segment_again_instead_of_a_copy(
     del bundled  # ... and goes with the last one
     assert not os.path.exists(path)
     recycle.forget("fptest_")  # the bundle's pickle segment, "lent" by the playing worker
+
+
+def test_an_array_of_a_fan_out_is_changed_copy_on_write_and_goes_on_as_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = np.full((256, 256, 3), 7, np.uint8)
+    (handle,) = wire.pack_outputs([frame], "fptest_")  # not handed over: two readers
+    name = handle.segments[0][0]
+    monkeypatch.setattr(wire, "IN_WORKER", True)  # play one of the two next workers
+    arrived, other = handle.unpack(), handle.unpack()
+    arrived[0, 0, 0] = 9  # its own page now: the segment and the other reader keep 7
+    assert int(other[0, 0, 0]) == 7
+    (made,) = wire.pack_outputs([arrived], "fptest_")
+    sent = (made.segments, made.payload, made.count)
+    del made, arrived, other
+    monkeypatch.setattr(wire, "IN_WORKER", False)
+    copy = wire.Packed(*sent)
+    assert copy.segments[0][0] != name  # a copy: the change is not in the shared segment
+    assert int(copy.unpack()[0, 0, 0]) == 9
+    assert int(handle.unpack()[0, 0, 0]) == 7
+    del copy, handle
+    recycle.forget("fptest_")  # the copy's segment, "lent" by the playing worker
 
 
 def test_frames_changed_in_place_along_a_chain_arrive_intact() -> None:
