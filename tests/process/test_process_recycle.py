@@ -171,4 +171,4 @@ def test_a_frame_changed_in_place_goes_on_in_the_segment_it_came_in() -> None:
     # Its only reader maps the frame shared: the change costs no copy, and the
     # next stage maps the very segment the frame arrived in.
     out = (stage(make) | stage(where_marked) | stage(where_received)).run(range(30), backend=P)
-    assert all(a != "" and a == b and v == 255 for a, b, v in out)
+    assert [i for i, (a, b, v) in enumerate(out) if not (a != "" and a == b and v == 255)] == []
