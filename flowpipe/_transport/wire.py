@@ -527,9 +527,7 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
         recycle.give_back(pooled_made)  # back to the free ones
         for name in made:
             unlink(name)
-        segments.clear()
-        made.clear()
-        pooled_made.clear()
+        del segments[:], made[:], pooled_made[:]
 
     try:
         payload = _dumps(obj, out_of_band, undo)
@@ -543,14 +541,11 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
     return pickle.dumps(segments, protocol=5), payload
 
 
-# A worker pickles with the standard pickler first: several times faster than
-# cloudpickle's, which calls Python code for every object. What it pickles, it
-# pickles by reference as cloudpickle would (functions, classes of importable
-# modules, NumPy arrays, flowpipe's messages); what came here by value (a
-# lambda, a class of the caller's script) it refuses, and the worker then uses
-# cloudpickle from then on. The caller's items always go through cloudpickle:
-# there, a class of the script would pickle by reference to a ``__main__`` the
-# worker does not have.
+# A worker tries the standard pickler first (several times faster than cloudpickle's,
+# which calls Python code per object): it pickles by reference what cloudpickle would,
+# and refuses what came by value (a lambda, a class of the caller's script); then the
+# worker keeps to cloudpickle. The caller keeps to it: a class of its script would
+# pickle by reference to a ``__main__`` that workers do not have.
 _plain = True
 
 
