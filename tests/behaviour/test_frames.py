@@ -90,3 +90,21 @@ def test_a_worker_that_dies_after_changing_a_frame_leaks_nothing(
     pipe = stage(make) | stage(mark_then_die_once, retries=1) | stage(tally)
     assert pipe.run(range(8), backend=backend) == [(255, i) for i in range(8)]
     assert journal.lines("died") == ([""] if backend == "process" else [])
+
+
+def stamp_all(frames: list[np.ndarray]) -> list[np.ndarray]:
+    return [stamp(f) for f in frames]
+
+
+def unchanged_all(frames: list[np.ndarray]) -> list[np.ndarray]:
+    return frames
+
+
+def test_batch_branches_after_a_fan_out_change_their_own_copies(backend: str) -> None:
+    # Batch stages take single items through the caller (no sealed slices): the
+    # same handle waits in both branches' buffers.
+    if backend == "thread":
+        pytest.skip("threads: both branches get the same object (docs/processes.md)")
+    branches = (stage(stamp_all, batch=2), stage(unchanged_all, batch=2))
+    pipe = stage(make) | branches | stage(corners)
+    assert pipe.run(range(12), backend=backend) == [(7, i) for i in range(12)]

@@ -198,7 +198,9 @@ class WorkerProcess:
             # Frames from this process go as handles to segments it reuses; the
             # handles live until the worker has answered for them.
             handles = wire.pack_outputs(items, self.prefix)
-            wire.hand_over(handles)  # copies made for this worker alone
+            # The copies made here are for this worker alone; a handle that was
+            # already an item (a fan-out may have put it in another buffer too) is not.
+            wire.hand_over([h for h, x in zip(handles, items) if h is not x])
         sent = items if sealed else handles or wire.mark_large(items)
         message = CallSlice(sent, offset, sealed, released, skip)
         try:
