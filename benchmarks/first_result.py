@@ -1,6 +1,6 @@
-"""First result of 3 thread stages over 10 items, in a fresh interpreter.
+"""First result of 3 thread (or process) stages over 10 items, in a fresh interpreter.
 
-``python -m benchmarks.first_result [--repeat N] [--tree PATH ...]``
+``python -m benchmarks.first_result [--repeat N] [--tree PATH ...] [--backend process]``
 
 Rows: a hand-written queue chain, SPDL's ``PipelineBuilder`` (three ``pipe``
 stages, input order, read under ``auto_stop``; when installed), flowpipe.
@@ -10,7 +10,10 @@ and to the end of the run, as the median and min-max over the runs, with
 bytecode caches written (a warm-up round first), as an installed program
 runs. Rows are timed round-robin. ``--tree`` times flowpipe from other checkouts too (their
 ``flowpipe/`` first on ``PYTHONPATH``), so two revisions compare side by side
-in one run.
+in one run. ``--backend process`` runs flowpipe's stages in processes (the
+fork server started in the run) and, in place of the thread chain, a
+hand-written chain of ``multiprocessing`` processes and queues (the default
+start method).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import flowpipe
 t0 = time.perf_counter()
 inc = flowpipe.stage(lambda x: x + 1, name="a")
 pipe = inc | flowpipe.stage(lambda x: x + 2, name="b") | flowpipe.stage(lambda x: x * 2, name="c")
-run = pipe.iter(range(10))
+run = pipe.iter(range(10), backend=BACKEND)
 first = next(run)
 t1 = time.perf_counter()
 rest = list(run)
@@ -63,6 +66,34 @@ while (x := qs[-1].get()) is not END:
 t2 = time.perf_counter()
 assert [first, *rest] == [(x + 3) * 2 for x in range(10)]
 print((t1 - t0) * 1e3, (t2 - t0) * 1e3)
+"""
+
+PROCESS_CHAIN = """
+import multiprocessing as mp, time
+def worker(k, inp, out):
+    fn = (lambda x: x + 1, lambda x: x + 2, lambda x: x * 2)[k]
+    while (x := inp.get()) is not None:
+        out.put(fn(x))
+    out.put(None)
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    qs = [mp.Queue(1024) for _ in range(4)]
+    procs = [mp.Process(target=worker, args=(k, qs[k], qs[k + 1])) for k in range(3)]
+    for p in procs:
+        p.start()
+    for x in range(10):
+        qs[0].put(x)
+    qs[0].put(None)
+    first = qs[-1].get()
+    t1 = time.perf_counter()
+    rest = []
+    while (x := qs[-1].get()) is not None:
+        rest.append(x)
+    for p in procs:
+        p.join()
+    t2 = time.perf_counter()
+    assert [first, *rest] == [(x + 3) * 2 for x in range(10)]
+    print((t1 - t0) * 1e3, (t2 - t0) * 1e3)
 """
 
 
@@ -109,13 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.first_result")
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--tree", action="append", default=[], metavar="PATH")
+    parser.add_argument("--backend", choices=("thread", "process"), default="thread")
     args = parser.parse_args(argv)
-    rows: dict[str, tuple[str, str | None]] = {"queue chain (hand-written)": (QUEUE_CHAIN, None)}
-    if importlib.util.find_spec("spdl") is not None:  # the benchmarks extra
-        rows["SPDL PipelineBuilder"] = (SPDL, None)
-    rows["flowpipe (this checkout)"] = (FLOWPIPE, None)
+    flowpipe = f"BACKEND = {args.backend!r}\n{FLOWPIPE}"
+    rows: dict[str, tuple[str, str | None]] = (
+        {"queue chain (hand-written)": (QUEUE_CHAIN, None)}
+        if args.backend == "thread"
+        else {"mp.Queue chain (hand-written)": (PROCESS_CHAIN, None)}
+    )
+    if args.backend == "thread" and importlib.util.find_spec("spdl") is not None:
+        rows["SPDL PipelineBuilder"] = (SPDL, None)  # the benchmarks extra
+    rows["flowpipe (this checkout)"] = (flowpipe, None)
     for tree in args.tree:
-        rows[f"flowpipe ({Path(tree).name})"] = (FLOWPIPE, str(Path(tree).resolve()))
+        rows[f"flowpipe ({Path(tree).name})"] = (flowpipe, str(Path(tree).resolve()))
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in rows}
     for code, tree in rows.values():  # warm-up: bytecode caches, the OS's file cache
         once(code, tree)

@@ -1,4 +1,4 @@
-"""Messages between processes: cloudpickle, with large buffers in shared memory.
+"""Messages between processes: pickles, with large buffers in shared memory.
 
 A message is two frames on a ``multiprocessing.connection.Connection``:
 
@@ -132,11 +132,13 @@ def size_class(n: int) -> int:
     return -(-n // step) * step
 
 
-def _open_segment(name: str, size: int, owned: bool = True) -> memoryview:
-    """Map a segment; ``owned``: this message was its only reader, so unlink the name."""
+def _open_segment(name: str, size: int, owned: bool = True, private: bool = False) -> memoryview:
+    """Map a segment; ``owned``: this message was its only reader, so unlink the name.
+    ``private``: others may read it too, so map it copy-on-write: writes here copy only
+    the pages they touch, and nobody else sees them."""
     fd = posix_shm().shm_open("/" + name, os.O_RDWR, 0o600)
     try:
-        mm = mmap.mmap(fd, size, flags=_MAP_FLAGS)
+        mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE if private else _MAP_FLAGS)
     finally:
         os.close(fd)
         if owned:
@@ -238,25 +240,43 @@ class Packed:
     reference to the ``Packed`` goes, after every consumer has mapped them.
     Where the parent itself needs the value (a thread stage, the run's
     output), ``unpack`` maps it there.
+
+    ``sole``: the one reader this handle goes to is the only one that will see
+    its segments (the parent knows: ``hand_over``), so it maps them shared and
+    may change the arrays in place, and pass them on, without a copy. Any other
+    reader (after a fan-out) maps them copy-on-write: its writes stay its own.
     """
 
-    __slots__ = ("count", "nbytes", "payload", "segments")
+    __slots__ = ("count", "nbytes", "payload", "segments", "sole")
 
     def __init__(
-        self, segments: list[tuple[str, int]], payload: bytes, count: int | None = None
+        self,
+        segments: list[tuple[str, int]],
+        payload: bytes,
+        count: int | None = None,
+        sole: bool = False,
     ) -> None:
         self.segments = segments
         self.payload = payload
         self.count = count  # a bundle (``bundle``): how many items; None: one item
+        self.sole = sole
         self.nbytes = sum(size for _, size in segments)  # for buffer sizing
         hold([name for name, _ in segments])  # those of its segments this process owns
 
     def unpack(self) -> Any:
         try:
-            buffers = [_open_segment(name, size, owned=False) for name, size in self.segments]
-            for (name, size), view in zip(self.segments, buffers):
+            # a bundle's pickle (its last segment) is only read: shared either way
+            private = [not self.sole] * len(self.segments)
+            if not self.payload and private:
+                private[-1] = False
+            buffers = [
+                _open_segment(name, size, owned=False, private=p)
+                for (name, size), p in zip(self.segments, private)
+            ]
+            for (name, size), view, p in zip(self.segments, buffers, private):
                 if not _owned(name):
-                    _remember_mapping(name, size, view)
+                    if not p:  # a copy-on-write mapping is never named again: it may differ
+                        _remember_mapping(name, size, view)
                     recycle.track_mapping(name, view.obj)
                 else:  # an array here (a thread stage, the run's output) counts as a handle
                     hold([name])
@@ -272,7 +292,7 @@ class Packed:
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_arrive, (self.segments, self.payload, self.count))
+        return (_arrive, (self.segments, self.payload, self.count, self.sole))
 
     def __del__(self) -> None:
         try:  # of its segments, those this process owns (a worker's are its parent's)
@@ -345,10 +365,20 @@ def _reuse(raw: memoryview) -> tuple[str, int] | None:
     return hit if hit is not None and hit[1] == raw.nbytes else None
 
 
-def _arrive(segments: list[tuple[str, int]], payload: bytes, count: int | None = None) -> Any:
+def _arrive(
+    segments: list[tuple[str, int]], payload: bytes, count: int | None = None, sole: bool = False
+) -> Any:
     """Unpickling a ``Packed``: a worker maps the value, the parent keeps the handle."""
-    packed = Packed(segments, payload, count)
+    packed = Packed(segments, payload, count, sole)
     return packed if _owns(segments) else packed.unpack()
+
+
+def hand_over(items: list[Any]) -> None:
+    """Each handle among ``items`` goes to one reader only (no fan-out after it), which
+    may then change its arrays in place without a copy (``Packed.sole``)."""
+    for x in items:
+        if type(x) is Packed:
+            x.sole = True
 
 
 def bundle(outputs: list[Any], prefix: str) -> Packed:
@@ -406,7 +436,7 @@ def pack_outputs(outputs: list[Any], prefix: str) -> list[Any]:
 
     wrapped = mark_large(outputs)
     try:
-        cloudpickle.dumps(wrapped, protocol=5, buffer_callback=refuse_large)
+        _dumps(wrapped, refuse_large, lambda: None)
         return outputs
     except _LargeBuffer:
         pass
@@ -471,6 +501,7 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
     """
     segments: list[tuple[str, int]] = []
     made: list[str] = []
+    pooled_made: list[str] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
         try:
@@ -489,22 +520,46 @@ def encode(obj: Any, prefix: str | None, reuse: bool = False) -> tuple[bytes, by
             except _NoRoom:
                 _tell_no_room()
                 return True  # pickled in band, through the socket
-            made.append(segments[-1][0])
+            (pooled_made if pooled else made).append(segments[-1][0])
         return False
 
+    def undo() -> None:  # a first attempt that failed: its segments are not sent
+        recycle.give_back(pooled_made)  # back to the free ones
+        for name in made:
+            unlink(name)
+        del segments[:], made[:], pooled_made[:]
+
     try:
-        payload = cloudpickle.dumps(
-            obj,
-            protocol=5,
-            buffer_callback=out_of_band,
-        )
+        payload = _dumps(obj, out_of_band, undo)
     except BaseException as exc:
+        made.extend(pooled_made)
         for name in made:
             unlink(name)
         if isinstance(exc, Exception):
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
         raise
     return pickle.dumps(segments, protocol=5), payload
+
+
+# A worker tries the standard pickler first (several times faster than cloudpickle's,
+# which calls Python code per object): it pickles by reference what cloudpickle would,
+# and refuses what came by value (a lambda, a class of the caller's script); then the
+# worker keeps to cloudpickle. The caller keeps to it: a class of its script would
+# pickle by reference to a ``__main__`` that workers do not have.
+_plain = True
+
+
+def _dumps(obj: Any, buffer_callback: Any, undo: Any) -> bytes:
+    global _plain
+    if IN_WORKER and _plain:
+        try:
+            return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
+        except _LargeBuffer:
+            raise
+        except Exception:
+            _plain = False
+            undo()
+    return cloudpickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
 
 
 def decode(header: bytes, payload: bytes) -> Any:

@@ -79,3 +79,22 @@ def test_a_server_that_exits_when_idle_leaves_no_zombie(monkeypatch: pytest.Monk
     assert not os.path.exists(f"/proc/{server.proc.pid}")  # reaped, not <defunct>
     forkserver.shutdown()
     assert stage(where).run([1], backend=P)[0][3] == forkserver.server_pid()  # a fresh one
+
+
+def frozen_at_fork(_: Any) -> tuple[int, bool]:
+    import gc
+    import sys
+
+    # The module a stage needs to arrive: imported by the server, and out of the
+    # collector's sight (a frozen object is not among those it tracks).
+    graph = vars(sys.modules["flowpipe._dsl.stage"])
+    return gc.get_freeze_count(), all(o is not graph for o in gc.get_objects())
+
+
+def test_a_forked_worker_shares_the_servers_imports_unwalked_by_its_collector() -> None:
+    # Its collector never touches the server's objects, so their pages stay
+    # shared with the server instead of being copied into every worker.
+    stage(where).run([0], backend=P)
+    ((frozen, graph_frozen),) = stage(frozen_at_fork).run([0], backend=P)
+    assert frozen > 1000
+    assert graph_frozen

@@ -147,3 +147,28 @@ def test_giving_back_from_a_finaliser_while_the_books_are_held_does_not_deadlock
         wire.let_go(["fptest_1_1"])  # nothing sees it now: given back or unlinked
         recycle.give_back(["fptest_1_2"])
     assert "fptest_1_1" not in wire._owners
+
+
+def segment_of(frame: np.ndarray) -> str:
+    """In a worker: the parent's segment this frame is the whole mapping of ("": none)."""
+    from flowpipe._transport import wire
+
+    hit = wire._mapped.get(frame.__array_interface__["data"][0])
+    return hit[0] if hit is not None and hit[1] == frame.nbytes else ""
+
+
+def where_marked(frame: np.ndarray) -> tuple[np.ndarray, str]:
+    frame[:2] = 255  # the first rows, in place
+    return frame, segment_of(frame)
+
+
+def where_received(item: tuple[np.ndarray, str]) -> tuple[str, str, int]:
+    frame, marked_in = item
+    return marked_in, segment_of(frame), int(frame[0, 0, 0])
+
+
+def test_a_frame_changed_in_place_goes_on_in_the_segment_it_came_in() -> None:
+    # Its only reader maps the frame shared: the change costs no copy, and the
+    # next stage maps the very segment the frame arrived in.
+    out = (stage(make) | stage(where_marked) | stage(where_received)).run(range(30), backend=P)
+    assert [i for i, (a, b, v) in enumerate(out) if not (a != "" and a == b and v == 255)] == []

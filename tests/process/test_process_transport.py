@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -114,6 +115,7 @@ def test_an_array_passed_on_names_its_segment_again_instead_of_a_copy(
 ) -> None:
     frame = np.full((256, 256, 3), 7, np.uint8)
     (handle,) = wire.pack_outputs([frame], "fptest_")  # what the parent holds
+    wire.hand_over([handle])  # for one reader only (no fan-out)
     name = handle.segments[0][0]
     monkeypatch.setattr(wire, "IN_WORKER", True)  # now play the next worker
     arrived = handle.unpack()
@@ -136,6 +138,28 @@ def test_an_array_passed_on_names_its_segment_again_instead_of_a_copy(
     del bundled  # ... and goes with the last one
     assert not os.path.exists(path)
     recycle.forget("fptest_")  # the bundle's pickle segment, "lent" by the playing worker
+
+
+def test_an_array_of_a_fan_out_is_changed_copy_on_write_and_goes_on_as_a_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = np.full((256, 256, 3), 7, np.uint8)
+    (handle,) = wire.pack_outputs([frame], "fptest_")  # not handed over: two readers
+    name = handle.segments[0][0]
+    monkeypatch.setattr(wire, "IN_WORKER", True)  # play one of the two next workers
+    arrived, other = handle.unpack(), handle.unpack()
+    arrived[0, 0, 0] = 9  # its own page now: the segment and the other reader keep 7
+    assert int(other[0, 0, 0]) == 7
+    (made,) = wire.pack_outputs([arrived], "fptest_")
+    sent = (made.segments, made.payload, made.count)
+    del made, arrived, other
+    monkeypatch.setattr(wire, "IN_WORKER", False)
+    copy = wire.Packed(*sent)
+    assert copy.segments[0][0] != name  # a copy: the change is not in the shared segment
+    assert int(copy.unpack()[0, 0, 0]) == 9
+    assert int(handle.unpack()[0, 0, 0]) == 7
+    del copy, handle
+    recycle.forget("fptest_")  # the copy's segment, "lent" by the playing worker
 
 
 def test_frames_changed_in_place_along_a_chain_arrive_intact() -> None:
@@ -229,3 +253,40 @@ def test_a_large_memoryview_keeps_its_format_and_shape() -> None:
     assert flat[12_345] == 12_345.0
     assert (image.format, image.shape) == ("B", (300, 400, 3))
     assert image.tobytes() == pixels.tobytes()
+
+
+def test_a_worker_pickles_by_reference_first_and_falls_back_to_cloudpickle_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Local:  # pickled by value only: a class the receiver cannot import
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+    monkeypatch.setattr(wire, "IN_WORKER", True)  # play a worker
+    monkeypatch.setattr(wire, "_plain", True)
+    frame = np.full((256, 256, 3), 3, np.uint8)
+    header, payload = wire.encode([frame, 1], "fptest_", reuse=True)
+    plain_first = wire._plain  # the standard pickler did it
+    first = wire.Packed(pickle.loads(header), payload)
+    header, payload = wire.encode([frame, Local(5)], "fptest_", reuse=True)
+    assert (plain_first, wire._plain) == (True, False)  # refused: cloudpickle from now on
+    second = wire.Packed(pickle.loads(header), payload)
+    lent = {name for name in recycle._lent if name.startswith("fptest_")}
+    assert lent == {name for name, _ in first.segments + second.segments}  # none astray
+    monkeypatch.setattr(wire, "IN_WORKER", False)  # the caller opens them
+    (f1, one), (f2, local) = first.unpack(), second.unpack()
+    assert (int(f1[0, 0, 0]), one, int(f2[0, 0, 0]), local.n) == (3, 1, 3, 5)
+    del first, second, f1, f2
+    recycle.forget("fptest_")  # what the playing worker lent or kept
+
+
+def test_outputs_only_cloudpickle_can_ship_arrive_with_their_frames() -> None:
+    def tagged(i: int) -> Any:
+        class Tag:  # defined in the worker's call: only cloudpickle ships it
+            def __init__(self) -> None:
+                self.i = i
+
+        return np.full((128, 256, 3), i, np.uint8), Tag()
+
+    out = (stage(tagged) | stage(lambda t: t)).run(range(20), backend=P)
+    assert [(int(f[0, 0, 0]), tag.i) for f, tag in out] == [(i, i) for i in range(20)]

@@ -130,6 +130,9 @@ class WorkerProcess:
         self.state = state
         self.prefix = prefix
         self.closed = False
+        # Its outputs each go to one reader only (no fan-out, no join after this
+        # stage): that reader may change their arrays in place (``wire.hand_over``).
+        self.sole_outputs = False
 
         def start(
             conn_fd: int, lifeline_fd: int
@@ -195,6 +198,9 @@ class WorkerProcess:
             # Frames from this process go as handles to segments it reuses; the
             # handles live until the worker has answered for them.
             handles = wire.pack_outputs(items, self.prefix)
+            # The copies made here are for this worker alone; a handle that was
+            # already an item (a fan-out may have put it in another buffer too) is not.
+            wire.hand_over([h for h, x in zip(handles, items) if h is not x])
         sent = items if sealed else handles or wire.mark_large(items)
         message = CallSlice(sent, offset, sealed, released, skip)
         try:
@@ -237,6 +243,8 @@ class WorkerProcess:
         self.held.subtract(dropped)
         if isinstance(reply, SliceOutputs):
             self.in_flight.popleft()  # the handles this slice went as: seen (or kept) now
+        if self.sole_outputs:
+            wire.hand_over(reply.outputs)
         return reply
 
     def more(self) -> None:
@@ -391,13 +399,17 @@ class ProcessBackend(Backend):
             dealt = self.gpus.deal(label, per_worker, len(envs))
             envs = [{"CUDA_VISIBLE_DEVICES": devices} for devices in dealt]
         seal = stage_run.sealed_out
+        sole = sole_reader(stage_run)
 
         def factory(wid: int, counters: WorkerCounters) -> Caller:
             def start_worker() -> RemoteWorker:
-                return WorkerProcess.start(label, state, prefix, setup, envs[wid])
+                worker = WorkerProcess.start(label, state, prefix, setup, envs[wid])
+                worker.sole_outputs = sole
+                return worker
 
             def resume(kept: WorkerProcess) -> None:  # kept from an earlier run (keep_alive)
                 kept.resume(label, state, prefix, seal)
+                kept.sole_outputs = sole
 
             return RemoteCaller(
                 stage_run,
@@ -426,6 +438,13 @@ class ProcessBackend(Backend):
         threads = start_worker_threads(label, stage_run.run_worker, len(stage_run.counters))
         self.threads.extend(threads)
         return [*threads]
+
+
+def sole_reader(stage_run: StageRun) -> bool:
+    """Whether each output of the stage reaches one reader only: it goes into one channel
+    (no fan-out or merge after it), and not a join's (a join's rows may fan out again)."""
+    targets = stage_run.emitter.targets
+    return len(targets) == 1 and targets[0].name != "join"
 
 
 def settle(threads: list[threading.Thread]) -> None:

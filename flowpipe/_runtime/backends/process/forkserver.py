@@ -3,9 +3,12 @@
 Starting a worker as a fresh interpreter costs about 0.1 s of imports, and a
 pipeline of four process stages starts four. So the first process run of a
 program starts one *fork server* (a fresh interpreter, like a worker: never a
-fork of the caller, which runs threads), which imports what a worker needs and
-then does nothing but fork workers on request, single-threaded, so forking it
-is safe. A worker forked from it starts in a few milliseconds. Python's own
+fork of the caller, which runs threads), which imports what a worker needs
+(``WARM_IMPORTS``), freezes it (``gc.freeze``: a worker's collector then never
+writes to those objects, so their pages stay shared instead of being copied
+into every worker) and then does nothing but fork workers on request,
+single-threaded, so forking it is safe. A worker forked from it starts in a
+few milliseconds. Python's own
 ``multiprocessing`` uses the same design (its default start method on Linux
 since Python 3.14).
 
@@ -29,6 +32,7 @@ started or dies, workers are booted as fresh interpreters instead.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import pickle
@@ -46,6 +50,16 @@ from . import boot
 
 IDLE_EXIT = 60.0  # seconds without a worker after which the server exits
 START_WAIT = 10.0  # seconds to wait for a fork to be reported
+# What every worker imports, imported once in the server: a forked worker has it
+# already (a stage arrives inside a plan node: the graph's modules too).
+WARM_IMPORTS = (
+    "_runtime.backends.process.child",
+    "_runtime.remote.server",
+    "_runtime.remote.messages",
+    "_transport.wire",
+    "_dsl.stage",
+    "_plan.plan",
+)
 ORPHAN_WAIT = 3.0  # seconds the workers of a caller that died get to exit before the sweep
 _REPLY = struct.Struct("!Bqq")  # kind, pid, exit code
 _STARTED, _EXITED = 1, 2
@@ -59,9 +73,13 @@ def serve(ctl_fd: int, lifeline_fd: int, idle_exit: float = IDLE_EXIT) -> None:
     """The fork server's body (``python -c``): warm up, then fork workers on request;
     exit after ``idle_exit`` seconds without workers (the caller's ``IDLE_EXIT``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Import what every worker needs, once, here: a forked worker has it already.
-    for module in ("backends.process.child", "remote.server", "remote.messages"):
-        importlib.import_module(f"flowpipe._runtime.{module}")
+    for module in WARM_IMPORTS:
+        importlib.import_module(f"flowpipe.{module}")
+    # Nothing made so far is ever collected: out of the collector's sight, its
+    # objects' pages stay shared with every worker instead of being copied into
+    # each one the first time the worker's collector walks them.
+    gc.collect()
+    gc.freeze()
 
     ctl = socket.socket(fileno=ctl_fd)
     ctl_fd = ctl.fileno()
