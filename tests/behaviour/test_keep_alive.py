@@ -71,6 +71,32 @@ def test_a_kept_class_stage_is_built_once_across_runs_and_closed_by_shutdown(
     assert len(journal.lines("close ")) == 2
 
 
+def test_a_keyed_kept_stage_serves_each_key_with_the_same_instance_in_the_next_run(
+    backend: str, journal: Journal
+) -> None:
+    """Worker *k* of the next run gets worker *k*'s kept instance back, so per-key state
+    stays with its key: here the worker of the first key ends first, and the other
+    worker would otherwise take its instance."""
+
+    def low(x: int) -> bool:
+        return x < 4
+
+    def run() -> dict[bool, set[str]]:
+        model = kept_model(journal, workers=2, key=low)  # equal stages: the same key
+        got = model.run(range(8), backend=backend)
+        by_key: dict[bool, set[str]] = {True: set(), False: set()}
+        for x, (_, who, _) in enumerate(got):
+            by_key[x < 4].add(who)
+        return by_key
+
+    first, second = run(), run()
+    assert [len(first[k]) for k in (True, False)] == [1, 1]  # one instance per key
+    assert first[True] != first[False]
+    assert second == first  # each key met its own instance again
+    assert len(journal.lines("init ")) == 2
+    flowpipe.shutdown()
+
+
 class Repeat:
     """A generator class stage (its outputs leave in parts while it runs)."""
 

@@ -539,6 +539,7 @@ class RayBackend(Backend):
                 slice_bytes=RAY_SLICE_BYTES,
                 depth=1 if streams else RAY_DEPTH,  # a streaming slice's parts come one by one
                 resume=resume,
+                slot=wid,
             )
 
         stage_run.caller_factory = factory

@@ -40,6 +40,7 @@ class _Entry(NamedTuple):
     kept: Kept
     deadline: float  # time.monotonic() after which it is closed
     run: object  # the run that kept it (its ``RunState``): not handed back to that run
+    slot: int | None  # the worker (``wid``) it was: the same worker of the next run gets it
 
 
 _lock = threading.Lock()
@@ -62,30 +63,39 @@ def _same(a: tuple[str, Any], b: tuple[str, Any]) -> bool:
         return False
 
 
-def take(key: tuple[str, Any] | None, run: object = None) -> Any:
+def take(key: tuple[str, Any] | None, run: object = None, slot: int | None = None) -> Any:
     """A kept worker for ``key``, now this caller's alone; ``None`` if none is kept.
 
     ``run``: the taker's run. A worker its own run kept is not taken: a stage's
     workers start while its first ones may already be done (the source starts
     first), and each worker of the stage is its own (``workers=2``: two kept).
+    ``slot``: the taker's worker number. The worker kept from the same slot is
+    taken first, so worker 1 of the next run is worker 1 of the last: a keyed
+    stage's per-key state (keys land on the same workers in every run that meets
+    them in the same order) and a process worker's GPU stay where they were.
     """
     if key is None:
         return None
     with _lock:
-        for k, entry in enumerate(_idle):
-            if (run is None or entry.run is not run) and _same(entry.key, key):
-                del _idle[k]
-                return entry.kept
-    return None
+        fits = [
+            k
+            for k, entry in enumerate(_idle)
+            if (run is None or entry.run is not run) and _same(entry.key, key)
+        ]
+        if not fits:
+            return None
+        k = next((k for k in fits if _idle[k].slot == slot), fits[0])
+        entry = _idle.pop(k)
+        return entry.kept
 
 
-def give(key: tuple[str, Any], kept: Kept, run: object = None) -> None:
+def give(key: tuple[str, Any], kept: Kept, run: object = None, slot: int | None = None) -> None:
     """Keep ``kept`` for the next run of ``key``'s stage, for its ``keep_alive`` seconds
-    (``run``: the run it served, which does not take it back)."""
+    (``run``: the run it served, which does not take it back; ``slot``: its worker number)."""
     global _reaper
     idle = key[1].options.keep_alive
     with _lock:
-        _idle.append(_Entry(key, kept, time.monotonic() + idle, run))
+        _idle.append(_Entry(key, kept, time.monotonic() + idle, run, slot))
         # Registered again, so that it runs before the exit hooks registered since
         # (atexit runs the last first): the fork server's, Ray's, which it needs.
         atexit.unregister(_at_exit)

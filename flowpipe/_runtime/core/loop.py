@@ -255,7 +255,7 @@ class StageRun:
         if self.caller_factory is not None:
             caller: Caller = self.caller_factory(wid, counters)
         else:
-            kept = keep.take(key, self.state)
+            kept = keep.take(key, self.state, wid)
             releaser = self.state.releaser() if self.releases else None
             caller = LocalCaller(
                 self.node, counters, self.state.open_handles, kept, releaser, self.fused_counters
@@ -272,7 +272,7 @@ class StageRun:
         if key is not None and not self.state.stopped:  # the run ended: keep it for the next
             parked = caller.park()
             if parked is not None:
-                keep.give(key, parked, self.state)
+                keep.give(key, parked, self.state, wid)
                 return
         caller.close()  # its error (a class stage's close() raised) fails the run
 

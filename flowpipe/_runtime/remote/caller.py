@@ -134,6 +134,7 @@ class RemoteCaller:
         open_sealed: Opener | None = None,
         resume: Callable[[Any], None] | None = None,
         releases: bool = True,
+        slot: int | None = None,
     ) -> None:
         self.state: RunState = stage_run.state
         self.label = stage_run.node.label
@@ -169,6 +170,7 @@ class RemoteCaller:
         # ``resume``d for this one (the backend says how), and parked at the end.
         self.keep_key = keep.key_of(stage_run.node) if resume is not None else None
         self.resume = resume
+        self.slot = slot  # the worker's number in its stage: a kept worker of that slot first
         self.worker: RemoteWorker | None = None
         self.worker = self._start()
 
@@ -188,7 +190,7 @@ class RemoteCaller:
     def _kept(self) -> RemoteWorker | None:
         """A worker kept from an earlier run, resumed for this one; one that died
         while kept is closed and the next is tried (then a fresh one starts)."""
-        while (kept := keep.take(self.keep_key, self.state)) is not None:
+        while (kept := keep.take(self.keep_key, self.state, self.slot)) is not None:
             assert self.resume is not None
             try:
                 self.resume(kept)

@@ -422,6 +422,7 @@ class ProcessBackend(Backend):
                 depth=1 if stage_run.streams else REMOTE_DEPTH,
                 open_sealed=wire.unbundle,
                 resume=resume,
+                slot=wid,
             )
 
         stage_run.caller_factory = factory
