@@ -31,6 +31,21 @@ def read_until(run: Iterable[int], count: int, got: list[int], enough: threading
             return
 
 
+def read_while_held(run: Iterable[int], gate: FileGate) -> tuple[bool, list[int]]:
+    """Read outputs of ``run`` while ``gate`` holds item ``SLOW`` back, then open it:
+    whether the ``SLOW`` outputs before it came out meanwhile, and those read."""
+    got: list[int] = []
+    enough = threading.Event()
+    reader = threading.Thread(target=read_until, args=(run, SLOW, got, enough))
+    reader.start()
+    try:
+        released = enough.wait(GATE_TIMEOUT)
+    finally:
+        gate.open()
+        reader.join(GATE_TIMEOUT)
+    return released, got
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_outputs_before_a_slow_call_are_readable_while_it_runs(
     backend: str, workers: int, tmp_path: Path
@@ -42,16 +57,8 @@ def test_outputs_before_a_slow_call_are_readable_while_it_runs(
             assert gate.wait()
         return x * 10
 
-    got: list[int] = []
-    enough = threading.Event()
     with stage(work, workers=workers, name="work").iter(range(N), backend=backend) as run:
-        reader = threading.Thread(target=read_until, args=(run, SLOW, got, enough))
-        reader.start()
-        try:
-            released = enough.wait(GATE_TIMEOUT)
-        finally:
-            gate.open()
-            reader.join(GATE_TIMEOUT)
+        released, got = read_while_held(run, gate)
         assert released, f"only {len(got)} outputs came out while item {SLOW} was held"
         assert got == [x * 10 for x in range(SLOW)]
         assert list(run) == [x * 10 for x in range(SLOW, N)]
@@ -73,17 +80,9 @@ def test_outputs_released_before_a_worker_died_are_not_given_twice(
                 os._exit(9)
         return x * 10
 
-    got: list[int] = []
-    enough = threading.Event()
     pipe = stage(work, retries=1, name="work")
     with pipe.iter(range(N), backend=backend) as run:
-        reader = threading.Thread(target=read_until, args=(run, SLOW, got, enough))
-        reader.start()
-        try:
-            released = enough.wait(GATE_TIMEOUT)
-        finally:
-            gate.open()
-            reader.join(GATE_TIMEOUT)
+        released, got = read_while_held(run, gate)
         assert released
         rest = list(run)
     assert got + rest == [x * 10 for x in range(N)]

@@ -219,7 +219,7 @@ class _StageActor:
 
     def _part(self, outputs: list[Any]) -> None:
         assert self.server is not None
-        self._put(PartOutputs(outputs, self.server.take_events(), **self.server.usage()))
+        self._put(self.server.part_outputs(outputs))
 
     def _put(self, reply: PartOutputs | SliceOutputs | Failure) -> None:
         while not self.stopping.is_set():

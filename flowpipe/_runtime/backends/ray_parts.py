@@ -80,7 +80,7 @@ class CallingThread:
         answers: queue.SimpleQueue[Answer] = queue.SimpleQueue()
 
         def part(outputs: list[Any]) -> None:  # from the releaser's thread
-            answers.put(PartOutputs(outputs, server.take_events(), **server.usage()))
+            answers.put(server.part_outputs(outputs))
 
         def run() -> None:
             try:

@@ -26,7 +26,7 @@ from ..core.aio import AsyncSliceCaller
 from ..core.fused import FusedCaller, slice_caller
 from ..core.invoke import Part, SliceCaller, close_callable
 from ..core.policy import PolicyEvent
-from .messages import Failure, SliceOutputs
+from .messages import Failure, PartOutputs, SegmentReport, SliceOutputs
 from .sources import traceback_text
 
 RSS_SECONDS = 0.05  # a worker reads its resident memory at most this often
@@ -172,6 +172,11 @@ class SliceServer:
         )
         c.errors = c.retries = c.skipped = 0
         return done
+
+    def part_outputs(self, outputs: list[Any], report: SegmentReport | None = None) -> PartOutputs:
+        """Outputs of a slice that is still running (a generator's, or those computed
+        before a slow call), with the events and the usage since the last answer."""
+        return PartOutputs(outputs, self.take_events(), report, **self.usage())
 
     def relabel(self, label: str) -> None:
         """A kept worker serves a run that calls its stage ``label`` (``keep_alive``)."""

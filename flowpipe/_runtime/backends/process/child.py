@@ -139,14 +139,12 @@ class Worker:
         """A generator stage's outputs, sent while it runs; waits for credit."""
         from ...._transport import recycle
         from ...._transport.buffer import Aborted
-        from ...remote.messages import PartOutputs
 
         assert self.inbox is not None
         if not self.inbox.wait_for_credit():
             raise Aborted
-        events = self.server.take_events()
         report = recycle.report()
-        self.send(PartOutputs(self.pack(outputs), events, report, **self.server.usage()))
+        self.send(self.server.part_outputs(self.pack(outputs), report))
 
     def serve(self) -> int:
         """Answer slices until told to close; the exit code."""
