@@ -109,9 +109,7 @@ def revision() -> str:
     commit = git("rev-parse", "--short", "HEAD")
     if not commit:
         return "unknown (not a git checkout)"
-    return commit + (
-        " +changes in flowpipe/" if git("status", "--porcelain", ".") else ""
-    )
+    return commit + (" +changes in flowpipe/" if git("status", "--porcelain", ".") else "")
 
 
 def header(argv: Sequence[str], repeat: int, quick: bool, throughput: bool = True) -> str:

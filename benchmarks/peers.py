@@ -300,6 +300,7 @@ def prepare_flowpipe_nostats(scenario: Scenario) -> Job:
     size the slices, and the buffers' fill and peak, stay: they are nearly free.)
     """
     from flowpipe._observe.counters import WorkerCounters
+
     try:
         from flowpipe._runtime.core.loop import StageRun
     except ImportError:  # a revision from before the runtime core (benchmarks compare both)

@@ -184,7 +184,7 @@ def test_wire_and_recycle_do_not_import_each_other() -> None:
 
 # -- rule 5: a thread-only program stays light --------------------------------------------
 
-HEAVY = ("cloudpickle", "multiprocessing", "numpy", "ray", "tqdm", "difflib")
+HEAVY = ("cloudpickle", "multiprocessing", "numpy", "ray", "tqdm", "difflib", "dataclasses")
 if sys.version_info >= (3, 11):  # typing has Never and Unpack; ``_typing`` stands in for the rest
     HEAVY += ("typing_extensions",)
 

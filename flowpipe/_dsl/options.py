@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal, cast
 
 from .._errors import StageOptionError
+from .._record import field_defaults, field_names, record
 from .._runtime.backends.base import BACKENDS
 
 DEFAULT_BATCH = 32
@@ -23,7 +23,7 @@ OnError = Literal["raise", "skip"] | ErrorHandler
 KeyFunction = Callable[[Any], Hashable]
 
 
-@dataclasses.dataclass(frozen=True)
+@record  # a frozen dataclass, without importing dataclasses (_record.py)
 class StageOptions:
     """The options of one stage, after validation (``batch`` is ``None`` or a size)."""
 
@@ -50,12 +50,12 @@ class StageOptions:
 
     def __hash__(self) -> int:
         # ``resources`` is a dict: hash its items so that stages with resources stay hashable.
-        return hash(tuple(_hashable(getattr(self, f.name)) for f in dataclasses.fields(self)))
+        return hash(tuple(_hashable(getattr(self, n)) for n in field_names(StageOptions)))
 
     def replace(self, **changes: Any) -> StageOptions:
         if "name" in changes:
             check_name(self.name, changes["name"])
-        merged = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        merged = {n: getattr(self, n) for n in field_names(StageOptions)}
         merged.update(changes)
         return make_options(**merged)
 
@@ -64,17 +64,17 @@ class StageOptions:
         parts: list[str] = []
         if self.workers != 1:
             parts.append(f"x{self.workers}")
-        for f in dataclasses.fields(self):
-            if f.name in ("name", "workers"):
+        for name, default in field_defaults(StageOptions).items():
+            if name == "workers":
                 continue
-            value = getattr(self, f.name)
-            if value != f.default:
+            value = getattr(self, name)
+            if value != default:
                 shown = getattr(value, "__name__", None) if callable(value) else None
-                parts.append(f"{f.name}={shown or repr(value)}")
+                parts.append(f"{name}={shown or repr(value)}")
         return ",".join(parts)
 
 
-OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(StageOptions))
+OPTION_NAMES = frozenset(field_names(StageOptions))
 
 
 def _hashable(value: object) -> object:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping, Sized
 from typing import TYPE_CHECKING, Any, TypeGuard, cast, overload
 
 from .._errors import GraphError
+from .._record import record
 from .._typing import Never
 from .compose import T1, T2, T3, T4, A, Composable, In, Out
 from .stage import Stage, StageClass, as_stage, is_iterable_source
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .compose import Branch, Piped
 
 
-@dataclasses.dataclass(frozen=True)
+@record  # a frozen dataclass, without importing dataclasses (_record.py)
 class FanOut:
     """Each input goes to every branch; a join zips the results, a merge interleaves them."""
 
