@@ -15,11 +15,12 @@ worker process, with up to two slices in flight (``remote.caller.RemoteCaller``)
 between two process stages the slices travel sealed, when the plan says so
 (``_plan/edges.py``: this backend's capabilities include ``seals_slices``).
 
-Workers are forked by the fork server (``forkserver``: a fresh,
-single-threaded interpreter that never runs user code), or, where there is
-none, started as fresh interpreters (``boot``): nothing is ever forked from a
-process that runs threads, CUDA initialises cleanly in a worker, and the
-parent's ``__main__`` is never re-run. Stages travel with cloudpickle.
+Workers are forked by the fork server (``forkserver``: a single-threaded
+process that runs no user code: a fresh interpreter, or a copy of a caller
+that runs one thread, ``callerfork``), or, where there is none, started as
+fresh interpreters (``boot``): nothing is ever forked from a process that runs
+threads, CUDA initialises cleanly in a worker, and the parent's ``__main__`` is
+never re-run. Stages travel with cloudpickle.
 
 Crash safety: a worker process that dies makes its socket reach end-of-file
 at once, which raises ``WorkerCrashed`` naming the stage (or, with
@@ -377,6 +378,9 @@ class ProcessBackend(Backend):
         self.sweeping = False
         self.gpus = DeviceDealer()
         self.threads: list[threading.Thread] = []  # the worker loops of this run's stages
+        # Started now, before the run starts a thread: the caller may still be one
+        # that the server can be forked from (``callerfork``), in a few milliseconds.
+        forkserver.server()
 
     def open_handles(self) -> Opener:
         return wire.unpack_items

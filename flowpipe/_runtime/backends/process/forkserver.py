@@ -2,8 +2,8 @@
 
 Starting a worker as a fresh interpreter costs about 0.1 s of imports, and a
 pipeline of four process stages starts four. So the first process run of a
-program starts one *fork server* (a fresh interpreter, like a worker: never a
-fork of the caller, which runs threads), which imports what a worker needs
+program starts one *fork server* (a fresh interpreter, like a worker, or, where
+the caller runs one thread, a copy of it: ``callerfork``), which imports what a worker needs
 (``WARM_IMPORTS``), freezes it (``gc.freeze``: a worker's collector then never
 writes to those objects, so their pages stay shared instead of being copied
 into every worker) and then does nothing but fork workers on request,
@@ -46,7 +46,7 @@ import threading
 import time
 from typing import NoReturn
 
-from . import boot
+from . import boot, callerfork
 
 IDLE_EXIT = 60.0  # seconds without a worker after which the server exits
 START_WAIT = 10.0  # seconds to wait for a fork to be reported
@@ -114,6 +114,14 @@ def serve(ctl_fd: int, lifeline_fd: int, idle_exit: float = IDLE_EXIT) -> None:
             socket.send_fds(ctl, [_REPLY.pack(_STARTED, pid, 0)], [pidfd])
         elif not workers and not ready and time.monotonic() - idle_since >= idle_exit:
             os._exit(0)
+
+
+def _serve_as_fork(ctl_fd: int, lifeline_fd: int) -> NoReturn:
+    """The server's body in a copy of the caller (``callerfork``): with flowpipe's
+    modules imported afresh, so that no run state of the caller's comes along."""
+    module = importlib.import_module(__name__)  # afresh: ``callerfork`` forgot it
+    module.serve(ctl_fd, lifeline_fd, IDLE_EXIT)
+    os._exit(0)
 
 
 def _owner_gone(workers: dict[int, int], owner: int) -> NoReturn:
@@ -211,7 +219,9 @@ class ForkServer:
     """The caller's connection to its fork server (one per process, started on first use)."""
 
     def __init__(self) -> None:
-        def start(ctl_fd: int, lifeline_fd: int) -> subprocess.Popen[bytes]:
+        def start(ctl_fd: int, lifeline_fd: int) -> subprocess.Popen[bytes] | callerfork.Child:
+            if callerfork.may_fork():
+                return callerfork.fork(_serve_as_fork, ctl_fd, lifeline_fd)
             return boot.interpreter(
                 f"from {__name__} import serve; serve({ctl_fd}, {lifeline_fd}, {IDLE_EXIT!r})",
                 (ctl_fd, lifeline_fd),
