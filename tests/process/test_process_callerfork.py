@@ -65,7 +65,9 @@ def run_program(mode: str, **env: str) -> tuple[dict[str, Any], str]:
         text=True,
         timeout=120,
         check=True,
-        env={**os.environ, **env},
+        # Block-buffered output, as a program's is when piped: what it printed is
+        # still in its buffer at the fork.
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, **env},
     )
     lines = done.stdout.splitlines()
     return json.loads(lines[-1]), "\n".join(lines[:-1])
