@@ -1,6 +1,6 @@
 """Messages between processes: pickles, with large buffers in shared memory.
 
-A message is two frames on a ``multiprocessing.connection.Connection``:
+A message is two frames on a ``conn.Connection`` (a socket):
 
 1. a small header: the names and sizes of the shared-memory segments that
    hold the message's large buffers (may be empty);
@@ -33,12 +33,12 @@ import pickle
 import threading
 import weakref
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
 
 from . import recycle
+from .conn import Connection
 from .segments import SHM_AVAILABLE as SHM_AVAILABLE
 from .segments import SHM_DIR as SHM_DIR
 from .segments import allocate, posix_shm
@@ -583,8 +583,7 @@ def segment_names(header: bytes) -> Iterator[str]:
 def send(conn: Connection, obj: Any, prefix: str | None) -> None:
     header, payload = encode(obj, prefix)
     try:
-        conn.send_bytes(header)
-        conn.send_bytes(payload)
+        conn.send_frames(header, payload)
     except BaseException:
         for name in segment_names(header):
             unlink(name)

@@ -42,7 +42,6 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from multiprocessing.connection import Connection
 from typing import Any
 
 from ...._errors import StageError
@@ -50,6 +49,7 @@ from ...._observe.counters import WorkerCounters
 from ...._plan.edges import Capabilities
 from ...._transport import recycle, wire
 from ...._transport.buffer import payload_bytes
+from ...._transport.conn import Connection
 from ...core.loop import Caller, StageRun
 from ...core.state import Opener, RunState, start_worker_threads
 from ...remote.caller import REMOTE_DEPTH, RemoteCaller, RemoteWorker, wait_with_grace

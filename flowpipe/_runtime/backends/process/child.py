@@ -33,8 +33,9 @@ import queue
 import signal
 import sys
 import threading
-from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
+
+from ...._transport.conn import Connection
 
 EXIT_PARENT_GONE = 70
 PARTS_AHEAD = 2  # parts of a generator stage's outputs sent before the parent took one on
