@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..core.state import Opener, RunState
 
 # name -> module under ``flowpipe._runtime.backends``: the one list of backends.
-REGISTRY: dict[str, str] = {"thread": "thread", "process": "process.backend", "ray": "ray"}
+REGISTRY: dict[str, str] = {"thread": "thread", "process": "process.load", "ray": "ray"}
 BACKENDS = tuple(REGISTRY)
 
 

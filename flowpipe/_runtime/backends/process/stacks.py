@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 from typing import IO
 
@@ -24,6 +23,8 @@ _written: IO[str] | None = None  # the worker's file (faulthandler holds it too)
 
 def stacks_file(pid: int) -> str:
     """Where the worker with ``pid`` writes its stacks."""
+    import tempfile  # here: 4 ms that a run without a stall watch need not pay
+
     return os.path.join(tempfile.gettempdir(), f"flowpipe-stacks-{pid}.txt")
 
 
