@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,9 @@ from flowpipe import stage
 from flowpipe._runtime.backends.process import callerfork, forkserver
 from flowpipe._transport import recycle
 
-MODE = sys.argv[1]
+MODE, LOG = sys.argv[1], sys.argv[2]
+import logging
+logging.basicConfig(filename=LOG, format="%(message)s")  # a file open in the caller
 if MODE == "threaded":
     stop = threading.Event()
     helper = threading.Thread(target=stop.wait)
@@ -36,6 +39,7 @@ print("said once", end="\n", flush=False)  # still in the buffer at the fork
 def look(_):
     from flowpipe._transport import recycle as fresh
     print("worker output", flush=True)
+    logging.warning("logged in %s", os.getpid())  # to the caller's file, in a copy
     return {
         "colorsys": "colorsys" in sys.modules,
         "caller_state": "caller-state" in fresh._adopted,
@@ -58,9 +62,9 @@ print(json.dumps(seen))
 """
 
 
-def run_program(mode: str, **env: str) -> tuple[dict[str, Any], str]:
+def run_program(mode: str, log: Path, **env: str) -> tuple[dict[str, Any], str]:
     done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, mode],
+        [sys.executable, "-c", PROGRAM, mode, str(log)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -73,8 +77,9 @@ def run_program(mode: str, **env: str) -> tuple[dict[str, Any], str]:
     return json.loads(lines[-1]), "\n".join(lines[:-1])
 
 
-def test_a_caller_that_runs_one_thread_is_copied_into_a_fresh_flowpipe() -> None:
-    seen, printed = run_program("plain", FLOWPIPE_FRESH_WORKERS="")
+def test_a_caller_that_runs_one_thread_is_copied_into_a_fresh_flowpipe(tmp_path: Path) -> None:
+    log = tmp_path / "caller.log"
+    seen, printed = run_program("plain", log, FLOWPIPE_FRESH_WORKERS="")
     assert seen["copied"]
     assert seen["colorsys"]  # the caller's imports come along ...
     assert not seen["caller_state"]  # ... flowpipe's run state does not
@@ -86,6 +91,8 @@ def test_a_caller_that_runs_one_thread_is_copied_into_a_fresh_flowpipe() -> None
     # What the caller had printed but not flushed is not written again by the copy.
     assert printed.splitlines().count("said once") == 1
     assert printed.splitlines().count("worker output") == 2
+    # The caller's files stay open in the copy: its log file's handler works there.
+    assert log.read_text().count("logged in") == 2
 
 
 @pytest.mark.parametrize(
@@ -96,8 +103,10 @@ def test_a_caller_that_runs_one_thread_is_copied_into_a_fresh_flowpipe() -> None
         ("plain", {"FLOWPIPE_FRESH_WORKERS": "1"}),  # asked for
     ],
 )
-def test_otherwise_the_server_is_a_fresh_interpreter(mode: str, env: dict[str, str]) -> None:
-    seen, printed = run_program(mode, **env)
+def test_otherwise_the_server_is_a_fresh_interpreter(
+    mode: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    seen, printed = run_program(mode, tmp_path / "caller.log", **env)
     assert not seen["copied"]
     assert not seen["colorsys"]
     assert not seen["caller_state"]

@@ -136,7 +136,7 @@ class WorkerProcess:
         self.sole_outputs = False
 
         def start(
-            conn_fd: int, lifeline_fd: int
+            conn_fd: int, lifeline_fd: int, near: tuple[int, int]
         ) -> forkserver.ForkedProcess | subprocess.Popen[bytes]:
             return _fork(conn_fd, lifeline_fd, env) or boot.interpreter(
                 f"from {CHILD} import main; main({conn_fd}, {lifeline_fd})",

@@ -37,16 +37,17 @@ def interpreter(
 
 
 def with_socket_and_lifeline(
-    start: Callable[[int, int], T], kind: socket.SocketKind = socket.SOCK_STREAM
+    start: Callable[[int, int, tuple[int, int]], T], kind: socket.SocketKind = socket.SOCK_STREAM
 ) -> tuple[socket.socket, int, T]:
-    """``start(socket_fd, lifeline_fd)`` with the far ends of a new socket pair and
-    lifeline pipe; returns our socket end, the lifeline's write end (close it to
-    tell the process we are gone) and what ``start`` returned. The far ends are
-    closed here once ``start`` has handed them on; nothing is left open if it fails."""
+    """``start(socket_fd, lifeline_fd, near)`` with the far ends of a new socket pair
+    and lifeline pipe (``near``: our ends, for a forked copy of us to close); returns
+    our socket end, the lifeline's write end (close it to tell the process we are
+    gone) and what ``start`` returned. The far ends are closed here once ``start``
+    has handed them on; nothing is left open if it fails."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, kind)
     lifeline_read, lifeline = os.pipe()
     try:
-        started = start(theirs.fileno(), lifeline_read)
+        started = start(theirs.fileno(), lifeline_read, (ours.fileno(), lifeline))
     except BaseException:
         ours.close()
         os.close(lifeline)

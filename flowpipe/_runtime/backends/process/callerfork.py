@@ -12,25 +12,29 @@ caller (a few milliseconds) instead of booting one.
 When (``may_fork``): on Linux, from the main thread, when the kernel counts
 one thread in the process (``/proc/self/task``: native threads that a library
 started count too, such as OpenBLAS's, CUDA's or gRPC's), and when the
-caller's resident memory is at most ``FORK_MAX_RSS``: the server keeps the
-pages it was forked with for as long as it lives (``IDLE_EXIT`` after its last
-worker), even once the caller has changed or freed them. Otherwise, and when
-``FLOWPIPE_FRESH_WORKERS=1`` is set, the server is a fresh interpreter.
+caller's resident memory is at most
+``FORK_MAX_RSS``: the server keeps the pages it was forked with for as long as
+it lives (``IDLE_EXIT`` after its last worker), even once the caller has
+changed or freed them. Otherwise, and when ``FLOWPIPE_FRESH_WORKERS=1`` is
+set, the server is a fresh interpreter.
 
 What the copy does before it serves (``fork``):
 
 - the caller's buffered standard output is flushed before the fork, so that
   nothing the caller printed is written again by a worker;
-- the caller's objects are frozen (``gc.freeze``): the collector never frees
-  one there, so no finaliser of the caller's (a file's, a socket's) runs later
-  and closes a descriptor number the server has since reused;
+- the caller's objects are frozen (``gc.freeze``): the collector never walks
+  them there, so their pages stay shared with the caller;
 - flowpipe's own modules are forgotten and imported afresh by the server
   (``forget_package``), so no state of the caller's runs (free shared-memory
   segments, kept workers, the releaser) comes along;
-- every descriptor but its own two is closed, standard input is
-  ``/dev/null``, it leads a session of its own (Ctrl-C reaches only the
-  caller), and signal handlers set by Python code, the signal wakeup
-  descriptor and ``faulthandler`` are reset.
+- the caller's ends of the server's socket and lifeline are closed (the server
+  must see them close when the caller goes); the caller's other descriptors
+  stay open in the server and its workers, as in any fork, since an object of
+  the caller's may still use one (a log file's handler): closing them under
+  it would let it write to whatever the number means later;
+- standard input is ``/dev/null``, it leads a session of its own (Ctrl-C
+  reaches only the caller), and signal handlers set by Python code, the signal
+  wakeup descriptor and ``faulthandler`` are reset.
 
 A worker forked from such a server starts with the modules the caller had
 imported (it need not import them), as they were at the fork; a worker of a
@@ -71,9 +75,12 @@ def may_fork() -> bool:
     return threads == 1 and rss is not None and rss <= FORK_MAX_RSS
 
 
-def fork(body: Callable[[int, int], NoReturn], *fds: int) -> Child:
+def fork(
+    body: Callable[[int, int], NoReturn], fds: tuple[int, int], near: tuple[int, int]
+) -> Child:
     """A copy of this process that runs ``body(*fds)`` and exits; it never returns
-    into the caller's code, whatever ``body`` does."""
+    into the caller's code, whatever ``body`` does. ``near``: the caller's ends of
+    the copy's socket and lifeline, closed in the copy."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -82,7 +89,7 @@ def fork(body: Callable[[int, int], NoReturn], *fds: int) -> Child:
     pid = os.fork()
     if pid == 0:
         try:
-            _become_copy(fds)
+            _become_copy(near)
             body(*fds)
         except BaseException:  # the copy must not go on in the caller's code
             import traceback
@@ -92,9 +99,9 @@ def fork(body: Callable[[int, int], NoReturn], *fds: int) -> Child:
     return Child(pid)
 
 
-def _become_copy(keep: tuple[int, ...]) -> None:
+def _become_copy(near: tuple[int, int]) -> None:
     gc.freeze()
-    forget_package("flowpipe")  # before the descriptors go: its finalisers close their own
+    forget_package("flowpipe")
     import faulthandler
 
     if faulthandler.is_enabled():
@@ -106,9 +113,8 @@ def _become_copy(keep: tuple[int, ...]) -> None:
         except (OSError, ValueError):
             pass
     signal.set_wakeup_fd(-1)
-    kept = sorted(keep)
-    for low, high in zip([3, *(k + 1 for k in kept)], [*kept, os.sysconf("SC_OPEN_MAX")]):
-        os.closerange(low, high)
+    for fd in near:  # the caller's ends: held here, the copy would never see them close
+        os.close(fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

@@ -106,7 +106,7 @@ def serve(ctl_fd: int, lifeline_fd: int, idle_exit: float = IDLE_EXIT) -> None:
             cwd, env = pickle.loads(message)
             pid = os.fork()
             if pid == 0:
-                _become_worker(ctl, lifeline_fd, fds, cwd, env)
+                _become_worker(ctl, lifeline_fd, list(workers), fds, cwd, env)
             for fd in fds:
                 os.close(fd)
             pidfd = os.pidfd_open(pid)
@@ -152,14 +152,22 @@ def _reply(ctl: socket.socket, kind: int, pid: int, code: int) -> bool:
 
 
 def _become_worker(
-    ctl: socket.socket, lifeline_fd: int, fds: list[int], cwd: str, env: dict[str, str]
+    ctl: socket.socket,
+    lifeline_fd: int,
+    pidfds: list[int],
+    fds: list[int],
+    cwd: str,
+    env: dict[str, str],
 ) -> None:
     try:
+        # The server's own descriptors go: its connection, its lifeline, its pidfds
+        # of other workers. Any other is the caller's, open in a server that is a copy
+        # of it (``callerfork``), and stays open, as in any fork: an object of the
+        # caller's may still use it (a log file's handler).
         ctl.close()
         os.close(lifeline_fd)
-        keep = sorted(fds)  # close the rest: the server's pidfds of other workers
-        for low, high in zip([3, *(k + 1 for k in keep)], [*keep, os.sysconf("SC_OPEN_MAX")]):
-            os.closerange(low, high)
+        for pidfd in pidfds:
+            os.close(pidfd)
         os.setsid()  # a session of its own, like a booted worker
         try:
             os.chdir(cwd)
@@ -219,9 +227,13 @@ class ForkServer:
     """The caller's connection to its fork server (one per process, started on first use)."""
 
     def __init__(self) -> None:
-        def start(ctl_fd: int, lifeline_fd: int) -> subprocess.Popen[bytes] | callerfork.Child:
-            if callerfork.may_fork():
-                return callerfork.fork(_serve_as_fork, ctl_fd, lifeline_fd)
+        copy = callerfork.may_fork()
+
+        def start(
+            ctl_fd: int, lifeline_fd: int, near: tuple[int, int]
+        ) -> subprocess.Popen[bytes] | callerfork.Child:
+            if copy:
+                return callerfork.fork(_serve_as_fork, (ctl_fd, lifeline_fd), near)
             return boot.interpreter(
                 f"from {__name__} import serve; serve({ctl_fd}, {lifeline_fd}, {IDLE_EXIT!r})",
                 (ctl_fd, lifeline_fd),
