@@ -279,33 +279,3 @@ def test_an_async_stage_skips_and_retries(backend: str) -> None:
     with flaky.iter(range(12), backend=backend) as run:
         assert list(run) == [x for x in range(12) if x % 4]
     assert run.stats["flaky"].skipped == 3
-
-
-def timer_slack(_: object) -> int | None:
-    """The calling thread's timer slack in ns (``None`` where the system does not say)."""
-    import threading
-
-    try:
-        with open(f"/proc/{threading.get_native_id()}/timerslack_ns") as f:
-            return int(f.read())
-    except OSError:
-        return None
-
-
-def test_stage_calls_run_with_precise_timers_and_the_callers_threads_keep_theirs(
-    backend: str,
-) -> None:
-    """``core/timers.py``: a stage's ``sleep`` is not stretched by the default 50 µs
-    slack, on the threads and worker processes flowpipe starts; Ray's actors are Ray's."""
-    mine = timer_slack(None)
-    if mine is None:
-        pytest.skip("no /proc/<tid>/timerslack_ns here")
-    got = set(stage(timer_slack, workers=2).run(range(8), backend=backend))
-    from flowpipe._runtime.core.timers import SLACK_NS
-
-    if backend == "ray":
-        assert got  # whatever Ray's workers have
-        assert None not in got
-    else:
-        assert got == {SLACK_NS}
-    assert timer_slack(None) == mine  # the caller's thread is not changed

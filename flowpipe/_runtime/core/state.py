@@ -16,7 +16,6 @@ from typing import Any
 from ..._errors import StageError
 from ..._transport.buffer import Aborted, Channel
 from .release import Releaser
-from .timers import with_precise_timers
 
 # Opens the handles (shared-memory frames, object references) that items may be
 # while they travel through the caller's process; set by the backends that make them.
@@ -154,11 +153,8 @@ class Gate:
 
 def start_thread(name: str, target: Callable[..., object], *args: object) -> threading.Thread:
     """A daemon thread named ``flowpipe-<name>``, started: a stage stuck in user code
-    never keeps the interpreter alive (``Run.close`` still joins every one it can).
-    Its timers fire on time (``timers.py``)."""
-    thread = threading.Thread(
-        target=with_precise_timers, args=(target, *args), name=f"flowpipe-{name}", daemon=True
-    )
+    never keeps the interpreter alive (``Run.close`` still joins every one it can)."""
+    thread = threading.Thread(target=target, args=args, name=f"flowpipe-{name}", daemon=True)
     thread.start()
     return thread
 

@@ -36,7 +36,6 @@ import threading
 from typing import Any, NamedTuple
 
 from ...._transport.conn import Connection
-from ...core.timers import precise_timers
 
 EXIT_PARENT_GONE = 70
 PARTS_AHEAD = 2  # parts of a generator stage's outputs sent before the parent took one on
@@ -262,7 +261,6 @@ def main(conn_fd: int, lifeline_fd: int) -> None:
     # segments of a pipeline this worker runs itself are its own: ``wire._owned``).
     wire.IN_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends us
-    precise_timers()  # this thread calls the stage (core/timers.py)
     threading.Thread(target=_watch_parent, args=(lifeline_fd,), daemon=True).start()
     conn = Connection(conn_fd)
     try:
