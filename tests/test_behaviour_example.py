@@ -71,16 +71,18 @@ def test_the_pipeline_with_a_stand_in_model_gives_the_loops_results(
     pipe = example.build_pipeline(example.StandInPose, workers=2)
     feeds = example.camera_feeds(cameras, frames)
 
-    out = list(pipe.iter(feeds, backend=backend))
+    run = pipe.iter(feeds, backend=backend)
+    out = list(run)
 
     results = {(r.frame.camera, r.frame.index): r for r in out}
     every = {(c.name, i) for c in cameras for i in range(frames)}
-    # Every frame once; on failure, say which are missing (seen once in CI, not since).
+    # Every frame once; on failure, say which are missing and where (frames were once lost
+    # here under load: a keyed slice's parts, see test_keyed.py, "turning slow").
     assert (len(out), sorted(every - set(results)), feeds.dropped) == (
         3 * frames,
         [],
         {c.name: 0 for c in cameras},
-    )
+    ), run.stats  # each stage's items in and out: where frames went missing
     assert feeds.dropped == {c.name: 0 for c in cameras}
     assert example.summaries(results) == example.summaries(expected)
     # every camera served, each with its own tracker: one person, track 1, as in the loop

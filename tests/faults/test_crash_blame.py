@@ -72,7 +72,14 @@ class LosesEverySliceInFlight:
         self.dead = False
         self.answers: deque[list[Any]] = deque()
 
-    def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
+    def send(
+        self,
+        items: list[Any],
+        offset: int,
+        sealed: bool = False,
+        skip: int = 0,
+        parts: bool = False,
+    ) -> None:
         if self.dead:
             raise WorkerDied()
         outputs = []

@@ -337,7 +337,7 @@ class RayWorker:
         self.label = label
         self.state = state
         self.poolable = poolable
-        self.parts = False  # a function stage: a slice of several items answers in parts
+        self.streams = False  # a generator stage (its actor streams every slice itself)
         self.died: str | None = None
         self.calls: deque[tuple[Any, Any] | Parts] = deque()  # (reply, large outputs) not read
 
@@ -390,11 +390,18 @@ class RayWorker:
             raise stage_error(reply, 0, WHAT, label)
         return worker
 
-    def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
+    def send(
+        self,
+        items: list[Any],
+        offset: int,
+        sealed: bool = False,
+        skip: int = 0,
+        parts: bool = False,
+    ) -> None:
         # ``sealed`` is never set here: Ray's capabilities do not seal slices.
         items, refs = lift_handles(items)
         try:
-            if self.parts and len(items) > 1 and not skip:  # outputs may leave before it ends
+            if parts and not self.streams and not skip:  # outputs may leave before it ends
                 call = self.actor.call_parts.options(num_returns="streaming")
                 self.calls.append(Parts(call.remote(items, offset, *refs)))
             else:
@@ -519,12 +526,11 @@ class RayBackend(Backend):
             raise StageError(label, None, cause=exc) from exc
         state = stage_run.state
         streams = stage_run.streams
-        parts = stage_run.releases  # a function stage: answered in parts (``call_parts``)
 
         def factory(wid: int, counters: WorkerCounters) -> Caller:
             def start_worker() -> RemoteWorker:
                 worker = RayWorker.start(ray, label, state, options, stage_bytes)
-                worker.parts = parts
+                worker.streams = streams
                 return worker
 
             def resume(kept: RayWorker) -> None:  # kept from an earlier run (keep_alive)

@@ -64,7 +64,11 @@ class Caller(Protocol):
     max_slice: int  # items a slice may hold at most (1: each call timed on its own)
     releases: bool  # hands on a function stage's outputs before a slow call (``release``)
 
-    def submit(self, items: list[Any], offset: int) -> None: ...
+    def submit(self, items: list[Any], offset: int, parts: bool = False) -> None:
+        """``parts``: ``receive`` will get a sink for outputs handed on while the slice
+        runs (a worker elsewhere answers in parts only then)."""
+        ...
+
     def receive(self, part: Part | None = None) -> list[Any]: ...
     def close(self) -> None: ...
     def park(self) -> keep.Kept | None:
@@ -111,8 +115,8 @@ class LocalCaller:
         self.counters = counters
         self.clock = ThreadClock()  # built in the worker thread, which makes the calls
 
-    def submit(self, items: list[Any], offset: int) -> None:
-        self.submitted = (items, offset)
+    def submit(self, items: list[Any], offset: int, parts: bool = False) -> None:
+        self.submitted = (items, offset)  # ``parts``: ``receive`` gets the sink, or None
 
     def receive(self, part: Part | None = None) -> list[Any]:
         items, offset = self.submitted
@@ -153,6 +157,7 @@ class InFlight(NamedTuple):
     taken: float  # when it was taken
     # A keyed stage's runs called as this one slice: (seq, offset, items) each.
     runs: list[tuple[int, int, list[Any]]] | None = None
+    parts: bool = False  # outputs may leave while it runs, through a ``PartSink``
 
 
 def streams_outputs(node: StageNode) -> bool:
@@ -325,7 +330,7 @@ class WorkerLoop:
                     ended = True
                     continue
                 if got is not False:
-                    self.caller.submit(got.items, got.offset)
+                    self.caller.submit(got.items, got.offset, got.parts)
                     pending.append(got)
                     continue
             self._finish(pending.popleft())
@@ -357,7 +362,7 @@ class WorkerLoop:
         if self.counters.started is None:  # busy shares count from the first input on
             self.counters.started = t1
         seq, offset, items = got
-        return InFlight(seq, offset, items, t0 if wait else t1, t1)
+        return InFlight(seq, offset, items, t0 if wait else t1, t1, None, self._parts(items, None))
 
     def _take_runs(self, wait: bool, t0: float) -> InFlight | Literal[False] | None:
         """A keyed stage's next slice: one or more runs from this worker's inbox."""
@@ -368,7 +373,24 @@ class WorkerLoop:
         t1 = time.perf_counter()
         if self.counters.started is None:
             self.counters.started = t1
-        return InFlight(got[0], got[1], got[2], t0 if wait else t1, t1, got[3])
+        return InFlight(
+            got[0], got[1], got[2], t0 if wait else t1, t1, got[3], self._parts(got[2], got[3])
+        )
+
+    def _parts(self, items: list[Any], runs: list[Any] | None) -> bool:
+        """Whether a slice's outputs may leave while it runs, through a ``PartSink``: a
+        generator's, and a function stage's outputs computed before a slow call
+        (``release``); not for a keyed slice of several runs, whose outputs leave run by
+        run in their turns; nor for a slice of one item, which has nothing computed
+        before a slow call. Decided once: the caller tells a worker elsewhere (which
+        answers in parts only then), and ``_finish`` makes the sink."""
+        sr = self.sr
+        return sr.streams or (
+            sr.releases
+            and self.caller.releases
+            and runs is None
+            and (sr.sealed_in or len(items) > 1)
+        )
 
     def _finish(self, slice_: InFlight) -> None:
         """Receive the oldest slice, hand its outputs on, count it."""
@@ -376,17 +398,7 @@ class WorkerLoop:
         # Busy from when the worker could start on it: its submission, or the end
         # of the slice before it (slices in flight queue at the worker).
         start = max(slice_.taken, self.last_done)
-        # A generator's parts, and a function stage's outputs computed before a slow
-        # call (``release``); not for a keyed slice of several runs, whose outputs
-        # leave run by run in their turns.
-        # (A slice of one item has nothing computed before a slow call: no sink to make.)
-        parts = sr.streams or (
-            sr.releases
-            and self.caller.releases
-            and slice_.runs is None
-            and (sr.sealed_in or len(slice_.items) > 1)
-        )
-        sink = PartSink(sr, slice_.seq, self.counters, start) if parts else None
+        sink = PartSink(sr, slice_.seq, self.counters, start) if slice_.parts else None
         self.counters.calling = clock()  # for a stall watch: inside a call since
         if slice_.runs is None:
             outputs = self.caller.receive(sink)

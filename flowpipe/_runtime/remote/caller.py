@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..._errors import CallTimedOut, StageError, WorkerCrashed
 from ..._observe.counters import WorkerCounters
@@ -80,11 +80,19 @@ def wait_with_grace(
 class RemoteWorker(Protocol):
     """One started worker, as a backend talks to it."""
 
-    def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
+    def send(
+        self,
+        items: list[Any],
+        offset: int,
+        sealed: bool = False,
+        skip: int = 0,
+        parts: bool = False,
+    ) -> None:
         """Send a slice without waiting for it; ``sealed``: ``items`` are sealed slices
         for the worker to open; ``skip``: outputs to drop
-        (handed on by a worker that died). ``StageError`` if a item cannot be
-        sent, ``WorkerDied`` if the worker went away."""
+        (handed on by a worker that died); ``parts``: the worker may answer a function
+        stage's slice in parts (``PartOutputs``), the caller has a sink for them.
+        ``StageError`` if a item cannot be sent, ``WorkerDied`` if the worker went away."""
         ...
 
     def reply(self, offset: int, give_up_at: float | None = None) -> Reply:
@@ -116,6 +124,16 @@ class RemoteWorker(Protocol):
         """The run ended: keep the worker, its stage built, for a later run
         (``keep_alive``); ``False`` if it cannot be kept (then it is closed)."""
         ...
+
+
+class Sent(NamedTuple):
+    """A slice submitted and not received yet."""
+
+    items: list[Any]
+    offset: int
+    sealed: bool  # ``items`` are sealed slices
+    parts: bool  # the worker may answer it in parts
+    delivered: bool | None  # sent to the worker; False: the send failed; None: held back
 
 
 class RemoteCaller:
@@ -156,9 +174,7 @@ class RemoteCaller:
         self.timeout = opts.timeout if timed else None
         self.max_slice = 1 if timed else MAX_SLICE  # timed: one call per slice
         self.clock_from = 0.0  # when the worker could start on the oldest slice sent
-        # submitted, not received: (items, offset, sealed, delivered to the worker;
-        # None: held back until its turn)
-        self.sent: deque[tuple[list[Any], int, bool, bool | None]] = deque()
+        self.sent: deque[Sent] = deque()  # submitted, not received, in order
         # Slices lost in a crash, to run again in their turn: (items, offset, skip,
         # the number of its items' next attempt).
         self.reruns: deque[tuple[list[Any], int, int, int]] = deque()
@@ -216,18 +232,19 @@ class RemoteCaller:
             self.counters.startup += time.perf_counter() - t0
 
     def call(self, items: list[Any], offset: int, part: Part | None = None) -> list[Any]:
-        self.submit(items, offset)
+        self.submit(items, offset, part is not None)
         return self.receive(part)
 
-    def submit(self, items: list[Any], offset: int) -> None:
-        """Send a slice to the worker; ``depth`` of them may be on their way at once."""
+    def submit(self, items: list[Any], offset: int, parts: bool = False) -> None:
+        """Send a slice to the worker; ``depth`` of them may be on their way at once.
+        ``parts``: ``receive`` will have a sink for outputs handed on while it runs."""
         sealed = self.stage_run.sealed_in
         delivered: bool | None = False
-        if self.reruns or any(d is None for *_, d in self.sent):
+        if self.reruns or any(s.delivered is None for s in self.sent):
             delivered = None  # lost slices run again first: this one is sent in its turn
         elif not self.broken and self.worker is not None:
             try:
-                self.worker.send(items, offset, sealed)
+                self.worker.send(items, offset, sealed, parts=parts)
                 delivered = True
                 if not self.sent:
                     self.clock_from = time.monotonic()
@@ -235,24 +252,29 @@ class RemoteCaller:
                 # Gone (or ended after an error reply, still to be read): ``receive``
                 # reads what it sent before, then runs this slice on a fresh worker.
                 self.broken = True
-        self.sent.append((items, offset, sealed, delivered))
+        self.sent.append(Sent(items, offset, sealed, parts, delivered))
 
     def receive(self, part: Part | None = None) -> list[Any]:
-        """The outputs of the oldest slice submitted (those not given to ``part``)."""
+        """The outputs of the oldest slice submitted (those not given to ``part``).
+
+        Without ``part``, outputs that come in parts all the same are held and
+        returned with the rest: a slice's outputs are never dropped."""
         if self.reruns:
             return self._rerun(part)
-        items, offset, sealed, delivered = self.sent[0]
+        items, offset, sealed, parts, delivered = self.sent[0]
         assert self.worker is not None
         handed_on = 0  # outputs of this slice given to ``part``
+        held: list[Any] = []  # ... or, without ``part``, kept for the answer
         try:
             if delivered is None:  # held back while lost slices ran again: its turn now
-                self.worker.send(items, offset, sealed)
+                self.worker.send(items, offset, sealed, parts=parts)
                 self.clock_from = time.monotonic()
             elif not delivered:
                 raise WorkerDied
             reply = self._reply(offset)
             while isinstance(reply, PartOutputs):
-                handed_on += self._take_part(reply, part, [])
+                n = self._take_part(reply, part, held)
+                handed_on += n if part is not None else 0
                 reply = self._reply(offset)
         except WorkerDied as died:
             if self.state.stopped:
@@ -261,7 +283,8 @@ class RemoteCaller:
         except Overdue:
             return self._overdue(items, offset, handed_on, part)
         self.sent.popleft()
-        return self._outputs(reply)
+        outputs = self._outputs(reply)
+        return held + outputs if held else outputs
 
     def _reply(self, offset: int) -> Reply:
         """The worker's next answer; with ``timeout``, ``Overdue`` past it (the clock
@@ -281,14 +304,14 @@ class RemoteCaller:
         exc: Exception = self._timed_out()
         later = list(self.sent)[1:]
         self.sent.clear()
-        self.sent.extend((i, o, s, None) for i, o, s, _ in later)
+        self.sent.extend(s._replace(delivered=None) for s in later)
         attempt = 1
         while self._should_retry(items, offset, exc, attempt):
             attempt += 1
             held: list[Any] = []
             try:
                 assert self.worker is not None
-                self.worker.send(items, offset, skip=skip)
+                self.worker.send(items, offset, skip=skip, parts=part is not None)
                 self.clock_from = time.monotonic()
                 reply = self._reply(offset)
                 while isinstance(reply, PartOutputs):
@@ -359,10 +382,7 @@ class RemoteCaller:
         slices ran, naming no input. A batch stage's slice is its input: no search; nor
         is there one for a ``blameless`` death (a lost node): without ``retries`` the
         run fails at once, without waiting for a fresh worker to search on."""
-        lost = [
-            (self._open(items) if sealed else items, offset)
-            for items, offset, sealed, _ in self.sent
-        ]
+        lost = [(self._open(s.items) if s.sealed else s.items, s.offset) for s in self.sent]
         self.sent.clear()
         self.broken = False
         first, offset = lost[0]
@@ -416,7 +436,7 @@ class RemoteCaller:
             while True:
                 assert self.worker is not None
                 try:
-                    self.worker.send([item], offset + k, skip=skip)
+                    self.worker.send([item], offset + k, skip=skip, parts=part is not None)
                     self.clock_from = time.monotonic()
                     reply = self._reply(offset + k)
                     while isinstance(reply, PartOutputs):

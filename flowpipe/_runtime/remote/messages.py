@@ -9,8 +9,10 @@ classes and nothing else::
     LoadStage(label, node, prefix, seal_outputs, ─────►  register ``sources`` (tracebacks),
               sources)                                   build the callable (a class stage's instance)
                                            ◄─────────    Ready() | Failure(...)
-    CallSlice(items, offset, sealed, released, skip) ─►  SliceCaller.call(items, offset)
-                                           ◄─────────    a generator stage, while it runs:
+    CallSlice(items, offset, sealed, released, skip, ─►  SliceCaller.call(items, offset)
+              parts)                       ◄─────────    a generator stage, while it runs,
+                                                         and with ``parts`` a function stage's
+                                                         outputs made before a slow call:
                                                          PartOutputs(outputs, events, ...)
     More(released) ───────────────────────────────────►  (one per part: the worker may send another)
                                            ◄─────────    SliceOutputs(outputs, errors, retries,
@@ -72,13 +74,17 @@ class LoadStage(NamedTuple):
 class CallSlice(NamedTuple):
     """A slice to call. ``sealed``: ``items`` are sealed slices to open first;
     ``released``: the worker's segments nobody sees any more; ``skip``: drop this
-    many of a generator stage's first outputs (handed on by a worker that died)."""
+    many of a generator stage's first outputs (handed on by a worker that died);
+    ``parts``: the caller takes outputs while the slice runs (``PartOutputs``): a
+    generator's, and a function stage's computed before a slow call. Without it the
+    worker answers once, with every output (a keyed slice of several runs)."""
 
     items: list[Any]
     offset: int
     sealed: bool
     released: list[str]
     skip: int
+    parts: bool
 
 
 class More(NamedTuple):

@@ -190,7 +190,14 @@ class WorkerProcess:
         what = f"worker process {self.proc.pid} of stage {self.label!r}"
         return stacks.read_stacks(self.proc.pid, self.stacks, what)
 
-    def send(self, items: list[Any], offset: int, sealed: bool = False, skip: int = 0) -> None:
+    def send(
+        self,
+        items: list[Any],
+        offset: int,
+        sealed: bool = False,
+        skip: int = 0,
+        parts: bool = False,
+    ) -> None:
         """Send a slice; the worker reads every message as it comes (``child``), so
         this never waits for the worker to finish an earlier slice."""
         released = recycle.take_released(self.maker)
@@ -203,7 +210,7 @@ class WorkerProcess:
             # already an item (a fan-out may have put it in another buffer too) is not.
             wire.hand_over([h for h, x in zip(handles, items) if h is not x])
         sent = items if sealed else handles or wire.mark_large(items)
-        message = CallSlice(sent, offset, sealed, released, skip)
+        message = CallSlice(sent, offset, sealed, released, skip, parts)
         try:
             wire.send(self.conn, message, self.prefix)
             self.in_flight.append(handles)

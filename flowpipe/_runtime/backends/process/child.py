@@ -191,9 +191,10 @@ class Worker:
         recycle.give_back(call.released)  # segments of ours nobody sees any more
         items = wire.unbundle(call.items) if call.sealed else call.items
         offset, skip = call.offset, call.skip
+        part = self.send_part if call.parts else None  # the caller has a sink for parts
         del call
         try:
-            reply = self.server.call(items, offset, self.send_part, skip)
+            reply = self.server.call(items, offset, part, skip)
         except Aborted:  # sending a part: the run stopped
             return 0
         del items
