@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import os
+import signal
 import sys
 import threading
 import time
@@ -98,6 +99,12 @@ def python_threads() -> list[threading.Thread]:
     ]
 
 
+def signal_handlers() -> dict[str, object]:
+    """This process's handlers of Ctrl-C (the Ctrl-C tests need Python's own) and of a
+    child's end. (SIGTERM is Ray's to set and reset, with its session.)"""
+    return {sig.name: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGCHLD)}
+
+
 def shm_segments() -> set[str]:
     if not os.path.isdir(SHM_DIR):
         return set()
@@ -116,7 +123,12 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     threads_before = set(python_threads())
     children_before = child_pids()
     segments_before = shm_segments()
+    handlers_before = signal_handlers()
     yield
+    handlers = signal_handlers()
+    assert handlers == handlers_before, (
+        f"signal handlers changed by the test: {handlers_before} -> {handlers}"
+    )
     gc.collect()  # a run dropped without close() is closed by its finaliser
     keep = sys.modules.get("flowpipe._runtime.core.keep")
     if keep is not None:  # workers kept for later runs (keep_alive=) end with the test

@@ -166,7 +166,9 @@ def _live_run_methods(thread_id: int) -> tuple[list[str], bool]:
 
 def live_put_all(live: LiveRun[int, int], items: range) -> None:
     for i in items:
-        live.put(i)
+        # Each put waits at most this long: an interrupt that never comes fails the
+        # test (TimeoutError, not KeyboardInterrupt) instead of hanging it.
+        live.put(i, timeout=3 * GATE_TIMEOUT)
 
 
 def test_a_ctrl_c_that_does_not_wake_a_blocked_put_is_still_raised(
@@ -179,6 +181,7 @@ def test_a_ctrl_c_that_does_not_wake_a_blocked_put_is_still_raised(
     main = threading.main_thread().ident
     assert main is not None
     raised_before_release = threading.Event()
+    sent = threading.Event()
 
     def interrupt_when_blocked() -> None:
         deadline = time.monotonic() + GATE_TIMEOUT
@@ -186,6 +189,7 @@ def test_a_ctrl_c_that_does_not_wake_a_blocked_put_is_still_raised(
             methods, waiting = _live_run_methods(main)
             if "put" in methods and waiting:
                 _thread.interrupt_main()
+                sent.set()
                 break
             time.sleep(0.001)
         # The interrupt was raised once the put is stopping the run, or has left.
@@ -208,6 +212,7 @@ def test_a_ctrl_c_that_does_not_wake_a_blocked_put_is_still_raised(
     finally:
         release.open()
         interrupter.join()
+    assert sent.is_set()
     assert raised_before_release.is_set(), "the interrupt waited for room in the buffer"
     with pytest.raises(RunClosed):
         live.put(0)  # the interrupt stopped the run
