@@ -111,6 +111,21 @@ def shm_segments() -> set[str]:
     return {n for n in os.listdir(SHM_DIR) if n.startswith(SHM_PREFIX)}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def python_handles_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the whole session, however pytest was started.
+
+    A shell without job control starts a background job (``cmd &``, a script's
+    ``nohup ... &``) with SIGINT ignored, and Python then leaves it ignored: the
+    tests of Ctrl-C would see no interrupt, nor would the programs they start.
+    """
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(autouse=True)
 def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail any test that leaves a thread, a child process or a segment once it is over.
