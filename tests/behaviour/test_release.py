@@ -65,6 +65,31 @@ def test_outputs_before_a_slow_call_are_readable_while_it_runs(
     assert run.stats["work"].items_out == N
 
 
+def parity(x: int) -> int:
+    return x % 2
+
+
+def test_a_keyed_stage_hands_on_outputs_before_a_slow_call_too(
+    backend: str, tmp_path: Path
+) -> None:
+    # A keyed worker calls several of its runs (here: one item each, even or odd) as
+    # one slice; the outputs before the slow call leave, each run in its turn.
+    gate = FileGate(tmp_path / "gate")
+
+    def work(x: int) -> int:
+        if x == SLOW:
+            assert gate.wait()
+        return x * 10
+
+    pipe = stage(work, workers=2, key=parity, name="work")
+    with pipe.iter(range(N), backend=backend) as run:
+        released, got = read_while_held(run, gate)
+        assert released, f"only {len(got)} outputs came out while item {SLOW} was held"
+        assert got == [x * 10 for x in range(SLOW)]
+        assert list(run) == [x * 10 for x in range(SLOW, N)]
+    assert run.stats["work"].items_out == N
+
+
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "thread"])
 def test_outputs_released_before_a_worker_died_are_not_given_twice(
     backend: str, tmp_path: Path

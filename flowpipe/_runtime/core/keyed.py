@@ -19,7 +19,8 @@ A worker calls one run as a slice, or, where outputs are surely one per input
 (``combines_runs``), several of its runs as one slice, and hands each run's
 outputs back under its own number: the stage's ``Reorderer`` releases runs by
 number, so global input order is kept exactly as for unkeyed slices, and an
-error names its input's own position (``loop.remap_error``).
+error names its input's own position (``loop.remap_error``). Outputs computed
+before a call that turned slow leave early run by run (``parts.RunsPartSink``).
 
 Bounds (``ordered=True``): the reorderer's room is a budget per worker
 (``KeyedRoom``: a worker runs at most ``AHEAD`` slices ahead of the stage's

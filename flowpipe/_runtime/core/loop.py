@@ -29,6 +29,7 @@ from ..._transport.buffer import Aborted, Channel
 from . import keep
 from .fused import FusedCaller, count_fused, slice_caller
 from .invoke import Part, close_callable
+from .parts import PartSink, RunsPartSink, hand_on_runs, sealed_count
 from .release import Releaser
 from .routing import Emitter, Reorderer
 from .shaping import (
@@ -171,11 +172,6 @@ def releases_early(node: StageNode) -> bool:
     (``release``): a function stage, one item per call."""
     opts = node.stage.options
     return node.stage.call_kind == "function" and opts.batch is None and not node.fused
-
-
-def sealed_count(entries: list[Any]) -> int:
-    """Items in the entries of an edge that carries sealed slices (each knows its ``count``)."""
-    return sum(e.count for e in entries)
 
 
 class StageRun:
@@ -378,18 +374,15 @@ class WorkerLoop:
         )
 
     def _parts(self, items: list[Any], runs: list[Any] | None) -> bool:
-        """Whether a slice's outputs may leave while it runs, through a ``PartSink``: a
-        generator's, and a function stage's outputs computed before a slow call
-        (``release``); not for a keyed slice of several runs, whose outputs leave run by
-        run in their turns; nor for a slice of one item, which has nothing computed
-        before a slow call. Decided once: the caller tells a worker elsewhere (which
-        answers in parts only then), and ``_finish`` makes the sink."""
+        """Whether a slice's outputs may leave while it runs, through a part sink
+        (``parts``): a generator's, and a function stage's outputs computed before a
+        slow call (``release``), also a keyed slice's of several runs; not a slice of
+        one item, which has nothing computed before a slow call. Decided once: the
+        caller tells a worker elsewhere (which answers in parts only then), and
+        ``_finish`` makes the sink."""
         sr = self.sr
         return sr.streams or (
-            sr.releases
-            and self.caller.releases
-            and runs is None
-            and (sr.sealed_in or len(items) > 1)
+            sr.releases and self.caller.releases and (sr.sealed_in or len(items) > 1)
         )
 
     def _finish(self, slice_: InFlight) -> None:
@@ -398,7 +391,11 @@ class WorkerLoop:
         # Busy from when the worker could start on it: its submission, or the end
         # of the slice before it (slices in flight queue at the worker).
         start = max(slice_.taken, self.last_done)
-        sink = PartSink(sr, slice_.seq, self.counters, start) if slice_.parts else None
+        sink: PartSink | None = None
+        if slice_.parts and slice_.runs is not None and sr.reorderer is not None:
+            sink = RunsPartSink(sr, slice_.runs, self.counters, start)  # run by run
+        elif slice_.parts:
+            sink = PartSink(sr, slice_.seq, self.counters, start)
         self.counters.calling = clock()  # for a stall watch: inside a call since
         if slice_.runs is None:
             outputs = self.caller.receive(sink)
@@ -413,7 +410,10 @@ class WorkerLoop:
                 raise
             t2 = clock()
             self.counters.calling = 0.0
-            hand_on_runs(sr, slice_.runs, outputs)
+            if isinstance(sink, RunsPartSink):
+                sink.finish(outputs)  # what its parts did not hand on
+            else:
+                hand_on_runs(sr, slice_.runs, outputs)
         t3 = clock()
         self.last_done = t3
         items = slice_.items
@@ -436,20 +436,6 @@ class WorkerLoop:
         )
 
 
-def hand_on_runs(sr: StageRun, runs: list[tuple[int, int, list[Any]]], outputs: list[Any]) -> None:
-    """A slice of several runs is done: each run's outputs (one per input) leave in its turn."""
-    if sr.reorderer is None:
-        sr.emitter.emit(outputs)
-        return
-    done: list[tuple[int, list[Any]]] = []
-    start = 0
-    for seq, _, items in runs:
-        end = start + len(items)
-        done.append((seq, outputs[start:end]))
-        start = end
-    sr.reorderer.complete_many(done)
-
-
 def remap_error(exc: StageError, runs: list[tuple[int, int, list[Any]]]) -> None:
     """``exc`` from a slice of several runs names its input as if they were one stretch
     from the first run's offset: make it name the input's own position."""
@@ -466,48 +452,3 @@ def remap_error(exc: StageError, runs: list[tuple[int, int, list[Any]]]) -> None
     if index != exc.index:
         exc.args = (exc.args[0].replace(f"input #{exc.index} ", f"input #{index} ", 1),)
         exc.index = index
-
-
-class PartSink:
-    """Takes outputs of slice ``seq`` while the slice still runs: a generator stage's,
-    and a function stage's computed before a slow call (``now``, from the releaser).
-
-    The time it waits handing a part on (the next buffer is full) is the
-    generator's ``blocked`` time, not its work; the time between parts, over
-    the outputs of the part, is its latency per output.
-    """
-
-    __slots__ = ("blocked", "counters", "handed_on", "mark", "seq", "stage_run")
-
-    def __init__(
-        self, stage_run: StageRun, seq: int, counters: WorkerCounters, started: float
-    ) -> None:
-        self.stage_run = stage_run
-        self.seq = seq
-        self.counters = counters
-        self.handed_on = 0  # outputs (in items, not sealed slices)
-        self.blocked = 0.0  # seconds spent handing parts on
-        self.mark = started  # when the outputs of the next part began to be made
-
-    def __call__(self, outputs: list[Any]) -> None:
-        sr, clock = self.stage_run, time.perf_counter
-        t0 = clock()
-        n = sealed_count(outputs) if sr.sealed_out else len(outputs)
-        self.handed_on += n
-        self.counters.record_latency(t0 - self.mark, n)
-        try:
-            sr.hand_on_part(self.seq, outputs)
-        finally:
-            self.mark = clock()
-            self.blocked += self.mark - t0
-
-    def now(self, outputs: list[Any]) -> bool:
-        """Hand ``outputs`` on now if they may leave now (every earlier slice is out);
-        False if not (the releaser tries again later): it never waits for a turn."""
-        sr = self.stage_run
-        if sr.reorderer is not None and not sr.reorderer.part_now(self.seq, outputs):
-            return False
-        if sr.reorderer is None:
-            sr.emitter.emit(outputs)
-        self.handed_on += sealed_count(outputs) if sr.sealed_out else len(outputs)
-        return True

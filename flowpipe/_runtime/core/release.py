@@ -20,7 +20,7 @@ within about two of them::
 A slice whose calls keep making progress is left alone (one hand-off, as
 before); one with a call running longer than ``SLOW_CALL_SECONDS``, or whose
 held outputs wait longer than ``HOLD_SECONDS``, hands on what it has through
-the same *part* sink a generator stage streams through (``loop.PartSink``
+the same *part* sink a generator stage streams through (``parts.PartSink``
 here, ``PartOutputs`` from a worker elsewhere). A part sink may answer
 ``False``: not now (an earlier slice is not out yet); the releaser tries
 again at its next look. The releaser's thread ends with its run
@@ -40,8 +40,9 @@ SLOW_CALL_SECONDS = 0.005  # a call running this long without an output is slow
 HOLD_SECONDS = 0.1  # outputs held longer than this leave whatever the calls do
 IDLE_SECONDS = 0.05  # the releaser's thread ends after this long with nothing to watch
 
-# Hands outputs on while their slice runs; ``False``: not now, try again later.
-Release = Callable[[list[Any]], "bool | None"]
+# Hands outputs on while their slice runs; ``False``: not now, try again later; an int
+# (not a bool): only that many of them left now (a keyed slice's, run by run).
+Release = Callable[[list[Any]], "bool | int | None"]
 
 
 class Watch:
@@ -85,6 +86,11 @@ class Watch:
                 self.error = exc
                 return now + SLOW_CALL_SECONDS
             if handed is False:  # an earlier slice is not out yet: try again soon
+                return now + TICK_SECONDS
+            if type(handed) is int:  # only the first ``handed`` could leave now
+                self.sent += handed
+                if handed:
+                    self.since = now
                 return now + TICK_SECONDS
             self.sent, self.since = n, now
             return now + SLOW_CALL_SECONDS

@@ -33,7 +33,8 @@ from ..._observe.counters import WorkerCounters
 from ..._transport.buffer import Aborted
 from ..core import keep
 from ..core.invoke import Part
-from ..core.loop import StageRun, sealed_count
+from ..core.loop import StageRun
+from ..core.parts import sealed_count
 from ..core.policy import ErrorPolicy
 from ..core.shaping import MAX_SLICE
 from ..core.state import Opener, RunState
