@@ -82,10 +82,22 @@ def _uses_the_gil(stats: RunStats, s: StageStats, share: float) -> bool:
     return share < COMPUTES and 1 - 2 * MARGIN <= cores <= 1 + 2 * MARGIN
 
 
+def _cores_used(stats: RunStats) -> float:
+    """Cores this program kept busy during the run, on average: the caller's process
+    and its stages' worker processes, every thread of them. A native library may
+    compute in threads of its own (MediaPipe, ONNX Runtime) while the calling thread
+    waits for them as if it slept: then this is what shows the cores are taken."""
+    if stats.elapsed_s <= 0:
+        return 0.0
+    workers = sum(s.worker_cpu_s or 0.0 for s in stats.stages if s.on_this_machine)
+    return (stats.cpu_s + workers) / stats.elapsed_s
+
+
 def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
     w, cpus = s.workers, stats.cpus
     wanted = _more_workers(w, second)
     share = s.cpu_share
+    used = _cores_used(stats)
     head = f"`{s.name}` is busy {s.busy_share:.0%} of the time and limits the run"
     fused = [o.name for o in stats.stages if o.fused_into == s.name]
     if fused:  # its worker runs them too, and cannot have more workers
@@ -108,6 +120,13 @@ def _for_bottleneck(stats: RunStats, s: StageStats, second: float) -> list[str]:
             f"{head}: try `workers={wanted}`"
             if wanted > w
             else f"{head}, and has a worker per CPU core ({cpus}): more workers need more "
+            f"cores; make `{s.name}` cheaper"
+        )
+    elif share < WAITS and used >= (1 - 2 * MARGIN) * cpus:  # waits, yet the cores are busy
+        tips.append(
+            f"{head}; its calls ran on a core only {share:.0%} of their time, yet this "
+            f"program kept the machine's {cpus} CPU cores busy ({used:.1f} in use): its work "
+            "runs in threads of its own (a native library's), so more workers need more "
             f"cores; make `{s.name}` cheaper"
         )
     elif share < WAITS:  # it waits (sleep, I/O): more workers overlap the waits

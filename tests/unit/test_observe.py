@@ -198,6 +198,31 @@ def test_a_stage_that_waits_gets_workers_beyond_the_cores() -> None:
     )
 
 
+def test_a_stage_waiting_on_its_own_thread_while_the_cores_are_busy_gets_no_more_workers() -> None:
+    # A native library (MediaPipe) computes in threads of its own: the calling thread
+    # waits (2% on a core), while this program keeps both cores busy (1.9 in use).
+    stats = run_of(make("pose", 0.99, workers=2, cpu_s=0.04), make("b", 0.05), cpu_s=1.9, cpus=2)
+    assert stats.advice == (
+        "`pose` is busy 99% of the time and limits the run; its calls ran on a core only 2% "
+        "of their time, yet this program kept the machine's 2 CPU cores busy (1.9 in use): "
+        "its work runs in threads of its own (a native library's), so more workers need "
+        "more cores; make `pose` cheaper",
+    )
+    idle = run_of(make("pose", 0.99, workers=2, cpu_s=0.04), make("b", 0.05), cpu_s=0.3, cpus=2)
+    assert "mostly waiting (sleep, I/O" in idle.advice[0]  # the cores were free: it waits
+
+
+def test_worker_processes_that_keep_the_cores_busy_get_no_more_workers() -> None:
+    # In worker processes too: their calling threads wait (2%), the library's threads
+    # keep the cores busy (1.6 s of the processes' CPU in the 1-second run).
+    pose = make(
+        "pose", 0.99, workers=2, cpu_s=0.04, worker_cpu_s=1.6, backend="process", in_caller=False
+    )
+    stats = run_of(pose, make("b", 0.05), cpu_s=0.1, cpus=2)
+    assert "this program kept the machine's 2 CPU cores busy (1.7 in use)" in stats.advice[0]
+    assert "more workers need more cores" in stats.advice[0]
+
+
 def test_cpu_bound_workers_are_never_more_than_cores() -> None:
     one = run_of(make("score", 0.99, cpu_s=0.97), make("b", 0.05), cpus=2)
     assert one.advice[0] == (
