@@ -254,3 +254,19 @@ def test_a_call_turning_slow_in_a_slice_of_several_runs_loses_no_output(backend:
     out = stage(look, workers=2, key=first_key).run(items, backend=backend)
     assert (len(out), sorted(set(items) - set(out))[:5]) == (len(items), [])
     assert out == items
+
+
+def test_an_unordered_keyed_stage_with_slow_calls_loses_nothing_and_keeps_each_keys_order(
+    backend: str,
+) -> None:
+    # ordered=False: no reorderer; outputs handed on before a slow call go straight on.
+    def look(item: tuple[int, int]) -> tuple[int, int]:
+        if item[1] % 50 == 49:
+            time.sleep(0.02)  # the workload: a slow call after quick ones
+        return item
+
+    items = cameras(3, 600)
+    out = stage(look, workers=2, key=first_key, ordered=False).run(items, backend=backend)
+    assert sorted(out) == sorted(items)
+    for key in range(3):
+        assert [y for y in out if y[0] == key] == [x for x in items if x[0] == key]
