@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -46,34 +46,20 @@ def read_while_held(run: Iterable[int], gate: FileGate) -> tuple[bool, list[int]
     return released, got
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_outputs_before_a_slow_call_are_readable_while_it_runs(
-    backend: str, workers: int, tmp_path: Path
-) -> None:
-    gate = FileGate(tmp_path / "gate")
-
-    def work(x: int) -> int:
-        if x == SLOW:
-            assert gate.wait()
-        return x * 10
-
-    with stage(work, workers=workers, name="work").iter(range(N), backend=backend) as run:
-        released, got = read_while_held(run, gate)
-        assert released, f"only {len(got)} outputs came out while item {SLOW} was held"
-        assert got == [x * 10 for x in range(SLOW)]
-        assert list(run) == [x * 10 for x in range(SLOW, N)]
-    assert run.stats["work"].items_out == N
-
-
 def parity(x: int) -> int:
     return x % 2
 
 
-def test_a_keyed_stage_hands_on_outputs_before_a_slow_call_too(
-    backend: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("workers", "key"),
+    # keyed: a worker calls several of its runs (one item each, even or odd) as one
+    # slice; the outputs before the slow call leave, each run in its turn
+    [(1, None), (2, None), (2, parity)],
+    ids=["workers=1", "workers=2", "keyed"],
+)
+def test_outputs_before_a_slow_call_are_readable_while_it_runs(
+    backend: str, workers: int, key: Callable[[int], int] | None, tmp_path: Path
 ) -> None:
-    # A keyed worker calls several of its runs (here: one item each, even or odd) as
-    # one slice; the outputs before the slow call leave, each run in its turn.
     gate = FileGate(tmp_path / "gate")
 
     def work(x: int) -> int:
@@ -81,7 +67,7 @@ def test_a_keyed_stage_hands_on_outputs_before_a_slow_call_too(
             assert gate.wait()
         return x * 10
 
-    pipe = stage(work, workers=2, key=parity, name="work")
+    pipe = stage(work, workers=workers, key=key, name="work")
     with pipe.iter(range(N), backend=backend) as run:
         released, got = read_while_held(run, gate)
         assert released, f"only {len(got)} outputs came out while item {SLOW} was held"
